@@ -1,0 +1,582 @@
+"""asyncio glue: one :class:`Association` (an ``asyncio.Protocol``) per connection.
+
+This is the only layer with futures, tasks and timers.  On every input it
+feeds the sans-I/O :class:`~aiodicom.ul.connection.Connection`, drains its
+events, writes what it wants sent with one ``transport.writelines`` and arms
+one ``loop.call_at`` for its next deadline.  P-DATA is reassembled into
+DIMSE messages by :class:`~aiodicom.dimse.fragments.Reassembler`; responses
+are routed to the waiting operation, requests to the service handlers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import socket
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
+
+from ..dimse.commands import C_CANCEL_RQ, C_STORE_RQ, Command, cancel_rq, encode_command
+from ..dimse.fragments import Message, Reassembler, fragment_message
+from ..ul import pdu as P
+from ..ul.connection import (
+    Aborted,
+    AssociationAccepted,
+    AssociationRejected,
+    AssociationRequested,
+    Connection,
+    ConnectionClosed,
+    DataReceived,
+    ReleaseConfirmed,
+    ReleaseRequested,
+)
+from ..ul.errors import ABORT_SOURCE_PROVIDER, ABORT_SOURCE_USER, ProtocolError
+from ..ul.fsm import State
+from ..ul.negotiation import AcceptedContext, accepted_contexts
+from .errors import AssociationAborted, AssociationRejectedError, DIMSETimeout
+
+if TYPE_CHECKING:
+    from .server import Server
+
+__all__ = ["Association"]
+
+log = logging.getLogger("aiodicom.association")
+
+# Outgoing batches are written once this many bytes are queued, so a large
+# data set is never copied into one huge transport buffer.
+_WRITE_BATCH = 1 << 20
+
+
+class _Operation:
+    """A request we sent; collects its response messages."""
+
+    __slots__ = ("messages", "waiter", "error", "context_id")
+
+    def __init__(self, context_id: int) -> None:
+        self.messages: collections.deque[Message] = collections.deque()
+        self.waiter: asyncio.Future[None] | None = None
+        self.error: BaseException | None = None
+        self.context_id = context_id
+
+    def deliver(self, msg: Message) -> None:
+        self.messages.append(msg)
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def fail(self, exc: BaseException) -> None:
+        if self.error is None:
+            self.error = exc
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+
+class Association(asyncio.Protocol):
+    """An association with a peer, on either side.
+
+    SCU operations (:meth:`echo`, :meth:`store`, :meth:`find`, :meth:`get`,
+    :meth:`move`, ...) are available once established; an acceptor serves
+    the peer's requests with the handlers of its :class:`~aiodicom.Server`.
+    """
+
+    def __init__(
+        self,
+        *,
+        requestor: bool,
+        server: Server | None = None,
+        request: P.AAssociateRQ | None = None,
+        max_pdu_length: int = 0,
+        artim_timeout: float = 30.0,
+        dimse_timeout: float | None = 60.0,
+        network_timeout: float | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self._loop = loop or asyncio.get_running_loop()
+        self.requestor = requestor
+        self.server = server
+        self.conn = Connection(requestor=requestor, artim_timeout=artim_timeout, max_pdu_length=max_pdu_length)
+        self.request = request
+        self.accept: P.AAssociateAC | None = None
+        self.contexts: dict[int, AcceptedContext] = {}
+        self.peer_max_pdu = 0
+        self.dimse_timeout = dimse_timeout
+        self.network_timeout = network_timeout
+        self.transport: asyncio.Transport | None = None
+        self.peer_address: tuple[str, int] | None = None
+        self._reasm: Reassembler | None = None
+        self._ops: dict[int, _Operation] = {}
+        self._next_msg_id = 1
+        self._write_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._last_activity = 0.0
+        self.established: asyncio.Future[None] = self._loop.create_future()
+        self.closed: asyncio.Future[None] = self._loop.create_future()
+        self._released: asyncio.Future[None] | None = None
+        self._release_after_confirm = False
+        self.abort_info: Aborted | None = None
+        # SCP side: running request tasks by message ID (for C-CANCEL)
+        self._running: dict[int, asyncio.Task[None]] = {}
+        self.cancelled_requests: set[int] = set()
+        # C-GET SCU: incoming C-STORE requests go here while a retrieve runs
+        self.store_sink: Callable[[Message], None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.bytes_received = 0
+        self.bytes_sent = 0
+
+    # ------------------------------------------------------------------ props
+
+    @property
+    def is_established(self) -> bool:
+        """True while DIMSE messages may be exchanged."""
+        return self.conn.is_established and not self.closed.done()
+
+    @property
+    def calling_ae(self) -> str:
+        """The requestor's AE title."""
+        return self.request.calling_ae if self.request else ""
+
+    @property
+    def called_ae(self) -> str:
+        """The AE title the requestor called."""
+        return self.request.called_ae if self.request else ""
+
+    @property
+    def max_async_ops(self) -> int:
+        """Operations we may have outstanding at once (negotiated window)."""
+        if self.accept is None or self.accept.user_info.async_ops_window is None:
+            return 1
+        invoked, performed = self.accept.user_info.async_ops_window
+        return performed if self.requestor else invoked
+
+    # -------------------------------------------------------- Protocol events
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except (OSError, AttributeError):
+                pass
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            self.peer_address = (str(peer[0]), int(peer[1]))
+        now = self._loop.time()
+        self._last_activity = now
+        if self.requestor:
+            assert self.request is not None
+            self.conn.request_association(self.request)
+        self.conn.connection_made(now)
+        if self.server is not None:
+            self.server._association_opened(self)
+        if self.network_timeout:
+            self._idle_timer = self._loop.call_at(now + self.network_timeout, self._check_idle)
+        self._pump()
+
+    def data_received(self, data: bytes) -> None:
+        self.bytes_received += len(data)
+        now = self._loop.time()
+        self._last_activity = now
+        self.conn.receive_data(data, now)
+        self._pump()
+
+    def eof_received(self) -> bool | None:
+        return False  # close the transport; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.conn.connection_lost(self._loop.time())
+        self._pump()
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        for w in self._drain_waiters:
+            if not w.done():
+                w.set_result(None)
+        self._drain_waiters.clear()
+        if self.server is not None:
+            self.server._association_closed(self)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
+
+    # ------------------------------------------------------------- machinery
+
+    def _pump(self) -> None:
+        """Handle the core's events, flush its output, arm its timer."""
+        conn = self.conn
+        while True:
+            events = conn.take_events()
+            if not events:
+                break
+            for ev in events:
+                self._on_event(ev)
+        self._flush()
+        if conn.close_transport and self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+        deadline = conn.next_deadline()
+        if deadline != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._timer_at = deadline
+            if deadline is not None:
+                self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _flush(self) -> None:
+        out = self.conn.take_output()
+        if out and self.transport is not None and not self.transport.is_closing():
+            self.bytes_sent += sum(len(b) for b in out)
+            self.transport.writelines(out)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.conn.handle_timer(self._loop.time())
+        self._pump()
+
+    def _check_idle(self) -> None:
+        # Re-armed lazily: no timer work per PDU, only per timeout period.
+        assert self.network_timeout
+        due = self._last_activity + self.network_timeout
+        now = self._loop.time()
+        if now >= due and not (self._running or self._ops):
+            log.info("network timeout: aborting idle association with %s", self.calling_ae or "peer")
+            self.abort()
+            return
+        self._idle_timer = self._loop.call_at(max(due, now + 1.0), self._check_idle)
+
+    def _on_event(self, ev: object) -> None:
+        if isinstance(ev, DataReceived):
+            reasm = self._reasm
+            if reasm is None:  # pragma: no cover - the state machine prevents this
+                return
+            try:
+                messages = reasm.feed(ev.pdvs)
+            except ProtocolError as exc:
+                log.warning("DIMSE protocol error from %s: %s", self.peer_address, exc)
+                self.conn.abort(ABORT_SOURCE_PROVIDER, exc.reason)
+                if self.transport is not None:
+                    self.conn.close_transport = True
+                return
+            for msg in messages:
+                self._dispatch(msg)
+        elif isinstance(ev, AssociationRequested):
+            self._on_association_request(ev.request)
+        elif isinstance(ev, AssociationAccepted):
+            assert self.request is not None
+            self.accept = ev.accept
+            self.contexts = accepted_contexts(self.request, ev.accept)
+            self.peer_max_pdu = ev.accept.user_info.max_length or 0
+            self._reasm = Reassembler(self.contexts)
+            if not self.established.done():
+                self.established.set_result(None)
+        elif isinstance(ev, AssociationRejected):
+            if not self.established.done():
+                self.established.set_exception(AssociationRejectedError(ev.reject))
+        elif isinstance(ev, ReleaseRequested):
+            if not ev.collision or self.conn.state == State.STA9:
+                self._fail_ops(AssociationAborted("association released by the peer"))
+                self.conn.release_response()
+            else:
+                self._release_after_confirm = True  # Sta10: answer after the RP arrives
+        elif isinstance(ev, ReleaseConfirmed):
+            if self.conn.state == State.STA12:
+                self.conn.release_response()
+            if self._released is not None and not self._released.done():
+                self._released.set_result(None)
+        elif isinstance(ev, Aborted):
+            self.abort_info = ev
+            exc = AssociationAborted(ev.message or "association aborted", ev.source, ev.reason, ev.by_peer)
+            if not self.established.done():
+                self.established.set_exception(exc)
+            self._fail_ops(exc)
+            if ev.by_peer or ev.source == ABORT_SOURCE_PROVIDER:
+                log.info("association with %s aborted: %s", self.calling_ae or self.peer_address, ev.message)
+            if self.transport is not None:
+                # We sent or got an A-ABORT: the association is gone; close
+                # once the A-ABORT is flushed instead of waiting for ARTIM.
+                self.conn.close_transport = True
+        elif isinstance(ev, ConnectionClosed):
+            exc2 = AssociationAborted("connection closed")
+            if not self.established.done():
+                self.established.set_exception(exc2)
+                self.established.exception()  # mark retrieved
+            self._fail_ops(exc2)
+            if self._released is not None and not self._released.done():
+                self._released.set_result(None)
+            for task in list(self._running.values()):
+                task.cancel()
+            if not self.closed.done():
+                self.closed.set_result(None)
+
+    def _fail_ops(self, exc: BaseException) -> None:
+        for op in self._ops.values():
+            op.fail(exc)
+
+    def _on_association_request(self, rq: P.AAssociateRQ) -> None:
+        self.request = rq
+        assert self.server is not None
+        result = self.server._negotiate(self, rq)
+        if isinstance(result, tuple):
+            ac, contexts = result
+            self.accept = ac
+            self.contexts = contexts
+            self.peer_max_pdu = rq.user_info.max_length or 0
+            self._reasm = Reassembler(contexts)
+            self.conn.accept(ac)
+            if not self.established.done():
+                self.established.set_result(None)
+        else:
+            self.conn.reject(result)
+            exc = AssociationRejectedError(result)
+            if not self.established.done():
+                self.established.set_exception(exc)
+                self.established.exception()
+
+    def _dispatch(self, msg: Message) -> None:
+        cmd = msg.command
+        cf = cmd.command_field
+        if cf & 0x8000:
+            op = self._ops.get(cmd.message_id_being_responded_to or 0)
+            if op is None:
+                log.warning(
+                    "response 0x%04X to unknown message %s ignored", cf, cmd.message_id_being_responded_to
+                )
+                return
+            op.deliver(msg)
+            return
+        if cf == C_CANCEL_RQ:
+            mid = cmd.message_id_being_responded_to or 0
+            if mid in self._running:
+                self.cancelled_requests.add(mid)
+            return
+        if cf == C_STORE_RQ and self.store_sink is not None:
+            self.store_sink(msg)
+            return
+        if self.server is not None or self.request_handler is not None:
+            self._start_request(msg)
+        else:
+            self._spawn(self._refuse(msg))
+
+    request_handler: Callable[[Association, Message], Awaitable[None]] | None = None
+
+    def _start_request(self, msg: Message) -> None:
+        handler = self.request_handler or (self.server.handle_request if self.server is not None else None)
+        assert handler is not None
+        mid = msg.command.message_id or 0
+        task = self._loop.create_task(self._run_request(handler, msg, mid))
+        self._running[mid] = task
+
+    async def _run_request(
+        self, handler: Callable[[Association, Message], Awaitable[None]], msg: Message, mid: int
+    ) -> None:
+        try:
+            await handler(self, msg)
+        except asyncio.CancelledError:
+            pass
+        except (AssociationAborted, ConnectionError):
+            pass
+        except Exception:
+            log.exception("request handler failed")
+            self.abort()
+        finally:
+            self._running.pop(mid, None)
+            self.cancelled_requests.discard(mid)
+
+    async def _refuse(self, msg: Message) -> None:
+        from ..dimse.commands import response_to
+
+        await self.send(msg.context_id, response_to(msg.command, 0x0211))
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -------------------------------------------------------- sending messages
+
+    def next_message_id(self) -> int:
+        """A MessageID not in use by one of our outstanding operations."""
+        mid = self._next_msg_id
+        while mid in self._ops:
+            mid = mid % 0xFFFF + 1
+        self._next_msg_id = mid % 0xFFFF + 1
+        return mid
+
+    async def drain(self) -> None:
+        """Wait until the transport accepts more data (write flow control)."""
+        if self._write_paused and self.transport is not None and not self.transport.is_closing():
+            fut = self._loop.create_future()
+            self._drain_waiters.append(fut)
+            await fut
+
+    async def send(
+        self,
+        context_id: int,
+        command: Command,
+        dataset: Sequence[bytes | bytearray | memoryview] | None = None,
+    ) -> None:
+        """Send one DIMSE message on ``context_id``; waits for write buffer room."""
+        if self.closed.done() or not self.conn.is_established:
+            raise AssociationAborted("association is not established")
+        if dataset is not None:
+            command.has_dataset = True
+        buffers = fragment_message(context_id, encode_command(command), dataset, self.peer_max_pdu)
+        if len(buffers) <= 64:
+            self.conn.send_data(buffers)
+            self._flush()
+        else:
+            # Large message: write in batches, honouring flow control.
+            batch: list[bytes | memoryview] = []
+            size = 0
+            for buf in buffers:
+                batch.append(buf)
+                size += len(buf)
+                if size >= _WRITE_BATCH:
+                    self.conn.send_data(batch)
+                    self._flush()
+                    batch, size = [], 0
+                    await self.drain()
+                    if self.closed.done():
+                        raise AssociationAborted("association closed while sending")
+            if batch:
+                self.conn.send_data(batch)
+                self._flush()
+        if self._write_paused:
+            await self.drain()
+
+    def open_operation(self, context_id: int, message_id: int) -> _Operation:
+        """Register an operation whose responses we expect."""
+        op = _Operation(context_id)
+        self._ops[message_id] = op
+        return op
+
+    def close_operation(self, message_id: int) -> None:
+        """Forget an operation (its final response arrived or it failed)."""
+        self._ops.pop(message_id, None)
+
+    async def next_response(self, op: _Operation, timeout: float | None = -1.0) -> Message:
+        """The next response message of ``op`` (DIMSE timeout applies)."""
+        if op.messages:
+            return op.messages.popleft()
+        if op.error is not None:
+            raise op.error
+        if timeout == -1.0:
+            timeout = self.dimse_timeout
+        fut = self._loop.create_future()
+        op.waiter = fut
+        try:
+            if timeout is None:
+                await fut
+            else:
+                try:
+                    async with asyncio.timeout(timeout):
+                        await fut
+                except TimeoutError:
+                    raise DIMSETimeout(f"no response within {timeout} s") from None
+        finally:
+            op.waiter = None
+        if op.messages:
+            return op.messages.popleft()
+        assert op.error is not None
+        raise op.error
+
+    async def send_request(
+        self,
+        context_id: int,
+        command: Command,
+        dataset: Sequence[bytes | bytearray | memoryview] | None = None,
+    ) -> Message:
+        """Send a request and return its single (final) response."""
+        mid = command.message_id
+        if mid is None:
+            mid = command.message_id = self.next_message_id()
+        op = self.open_operation(context_id, mid)
+        try:
+            await self.send(context_id, command, dataset)
+            return await self.next_response(op)
+        finally:
+            self.close_operation(mid)
+
+    async def send_cancel(self, context_id: int, message_id: int) -> None:
+        """Send a C-CANCEL-RQ for our operation ``message_id``."""
+        await self.send(context_id, cancel_rq(message_id))
+
+    def find_context(
+        self, abstract_syntax: str, transfer_syntax: str | None = None, *, as_scu: bool = True
+    ) -> AcceptedContext | None:
+        """An accepted context for ``abstract_syntax`` usable in our role."""
+        best: AcceptedContext | None = None
+        for ctx in self.contexts.values():
+            if ctx.abstract_syntax != abstract_syntax:
+                continue
+            ok = ctx.can_send_requests(self.requestor) if as_scu else ctx.can_receive_requests(self.requestor)
+            if not ok:
+                continue
+            if transfer_syntax is None or ctx.transfer_syntax == transfer_syntax:
+                return ctx
+            if best is None:
+                best = ctx
+        return best if transfer_syntax is None else None
+
+    # -------------------------------------------------------- release / abort
+
+    async def release(self) -> None:
+        """Release the association gracefully (A-RELEASE) and wait for the close."""
+        if self.closed.done():
+            return
+        if self.conn.state == State.STA6:
+            self._released = self._loop.create_future()
+            self.conn.request_release()
+            self._pump()
+            try:
+                async with asyncio.timeout(self.dimse_timeout or 30.0):
+                    await self._released
+                    await asyncio.shield(self.closed)
+            except TimeoutError:
+                self.abort()
+        else:
+            self.abort()
+        await asyncio.shield(self.closed) if not self.closed.done() else None
+
+    def abort(self) -> None:
+        """Abort the association now (A-ABORT, service-user source)."""
+        if self.closed.done():
+            return
+        if self.conn.state in (State.STA1, State.STA13, State.STA4):
+            if self.transport is not None:
+                self.transport.close()
+            return
+        self.conn.abort(ABORT_SOURCE_USER, 0)
+        self.conn.close_transport = True
+        self._pump()
+
+    async def wait_closed(self) -> None:
+        """Wait until the transport is closed."""
+        await asyncio.shield(self.closed)
+
+    # -------------------------------------------------------- service helpers
+    # (the services live in aiodicom.services; these are thin entry points)
+
+    async def echo(self) -> int:
+        """C-ECHO: verify the peer; returns the status code."""
+        from ..services.echo import echo
+
+        return await echo(self)
+
+    def __repr__(self) -> str:
+        side = "requestor" if self.requestor else "acceptor"
+        return f"<Association {side} {self.calling_ae!r}->{self.called_ae!r} {self.conn.state.name}>"

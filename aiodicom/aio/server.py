@@ -1,0 +1,197 @@
+"""Embeddable DICOM server (association acceptor)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl as _ssl
+from typing import Awaitable, Callable, Iterable, Mapping, Sequence
+
+from ..dimse import commands as C
+from ..dimse.fragments import Message
+from ..services.echo import handle_echo
+from ..uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, VERIFICATION_SOP_CLASS
+from ..ul import pdu as P
+from ..ul.negotiation import DEFAULT_MAX_PDU, AcceptedContext, AcceptorPolicy, negotiate
+from .association import Association
+
+__all__ = ["Server", "RequestHandler", "DEFAULT_TRANSFER_SYNTAXES"]
+
+log = logging.getLogger("aiodicom.server")
+
+#: A low-level request handler: answers one request message.
+RequestHandler = Callable[[Association, Message], Awaitable[None]]
+
+#: Uncompressed transfer syntaxes, in our order of preference.
+DEFAULT_TRANSFER_SYNTAXES: tuple[str, ...] = (
+    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+    "1.2.840.10008.1.2",  # Implicit VR Little Endian
+    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
+    "1.2.840.10008.1.2.2",  # Explicit VR Big Endian (retired)
+)
+
+
+class Server:
+    """An association acceptor serving DIMSE requests with pluggable handlers.
+
+    :param ae_title: our AE title.
+    :param contexts: abstract syntax -> transfer syntaxes we accept, in order
+        of preference (default: Verification only).
+    :param handlers: command field (e.g. ``C_ECHO_RQ``) -> handler.
+    :param scu_role_classes: abstract syntaxes for which we accept the
+        requestor acting as SCP (we act as SCU), e.g. storage classes for C-GET.
+    :param strict_called_ae: reject associations that call another AE title.
+    :param allowed_calling_aes: accept only these calling AE titles.
+    :param max_associations: beyond this many open associations, new ones are
+        rejected (transient, local limit exceeded).
+    """
+
+    def __init__(
+        self,
+        ae_title: str = "AIODICOM",
+        *,
+        contexts: Mapping[str, Sequence[str]] | None = None,
+        handlers: Mapping[int, RequestHandler] | None = None,
+        scu_role_classes: Iterable[str] = (),
+        strict_called_ae: bool = False,
+        allowed_calling_aes: Iterable[str] | None = None,
+        max_associations: int = 10000,
+        max_pdu_length: int = DEFAULT_MAX_PDU,
+        artim_timeout: float = 30.0,
+        dimse_timeout: float | None = 60.0,
+        network_timeout: float | None = None,
+        identity_check: Callable[[P.UserIdentityRQ], tuple[bool, bytes | None]] | None = None,
+        ssl: _ssl.SSLContext | None = None,
+    ) -> None:
+        P.encode_ae_title(ae_title)  # validate
+        self.ae_title = ae_title
+        self.contexts: dict[str, list[str]] = {
+            k: list(v) for k, v in (contexts or {VERIFICATION_SOP_CLASS: DEFAULT_TRANSFER_SYNTAXES}).items()
+        }
+        self.handlers: dict[int, RequestHandler] = {C.C_ECHO_RQ: handle_echo}
+        if handlers:
+            self.handlers.update(handlers)
+        self.policy = AcceptorPolicy(
+            ae_title=ae_title,
+            supported=self.contexts,
+            scu_role_classes=set(scu_role_classes),
+            strict_called_ae=strict_called_ae,
+            allowed_calling_aes=set(allowed_calling_aes) if allowed_calling_aes is not None else None,
+            max_pdu_length=max_pdu_length,
+            implementation_class_uid=IMPLEMENTATION_CLASS_UID,
+            implementation_version_name=IMPLEMENTATION_VERSION_NAME,
+            identity_check=identity_check,
+        )
+        self.max_associations = max_associations
+        self.max_pdu_length = max_pdu_length
+        self.artim_timeout = artim_timeout
+        self.dimse_timeout = dimse_timeout
+        self.network_timeout = network_timeout
+        self.ssl = ssl
+        self.associations: set[Association] = set()
+        self._server: asyncio.AbstractServer | None = None
+        self._idle: asyncio.Event | None = None
+        self.total_associations = 0
+
+    # ---------------------------------------------------------------- setup
+
+    def add_context(self, abstract_syntax: str, transfer_syntaxes: Sequence[str] = DEFAULT_TRANSFER_SYNTAXES) -> None:
+        """Accept ``abstract_syntax`` with ``transfer_syntaxes``."""
+        self.contexts[abstract_syntax] = list(transfer_syntaxes)
+
+    def on(self, command_field: int, handler: RequestHandler) -> None:
+        """Serve requests with ``command_field`` (e.g. ``C_FIND_RQ``) with ``handler``."""
+        self.handlers[command_field] = handler
+
+    def _make_protocol(self) -> Association:
+        return Association(
+            requestor=False,
+            server=self,
+            max_pdu_length=self.max_pdu_length,
+            artim_timeout=self.artim_timeout,
+            dimse_timeout=self.dimse_timeout,
+            network_timeout=self.network_timeout,
+        )
+
+    async def start(self, host: str = "127.0.0.1", port: int = 11112, **kwargs: object) -> None:
+        """Start listening; returns once the socket is bound."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._make_protocol,
+            host,
+            port,
+            ssl=self.ssl,
+            reuse_address=True,
+            backlog=4096,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with ``port=0``)."""
+        assert self._server is not None and self._server.sockets
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def sockets(self) -> tuple[object, ...]:
+        """The listening sockets."""
+        return tuple(self._server.sockets) if self._server else ()
+
+    async def serve_forever(self) -> None:
+        """Serve until cancelled or :meth:`close` is called."""
+        assert self._server is not None
+        try:
+            await self._server.serve_forever()
+        except asyncio.CancelledError:
+            pass
+
+    async def close(self, timeout: float = 10.0) -> None:
+        """Stop accepting; let running associations finish within ``timeout``, then abort them."""
+        if self._server is not None:
+            self._server.close()
+        if self.associations:
+            waits = [asyncio.shield(a.closed) for a in self.associations]
+            done, pending = await asyncio.wait(waits, timeout=timeout)
+            for a in list(self.associations):
+                a.abort()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def __aenter__(self) -> Server:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close(timeout=0.0 if exc[0] is not None else 10.0)
+
+    # ---------------------------------------------------- association hooks
+
+    def _association_opened(self, assoc: Association) -> None:
+        self.associations.add(assoc)
+        self.total_associations += 1
+
+    def _association_closed(self, assoc: Association) -> None:
+        self.associations.discard(assoc)
+
+    def _negotiate(
+        self, assoc: Association, rq: P.AAssociateRQ
+    ) -> tuple[P.AAssociateAC, dict[int, AcceptedContext]] | P.AAssociateRJ:
+        if len(self.associations) > self.max_associations:
+            log.warning("association from %s rejected: limit of %d reached", rq.calling_ae, self.max_associations)
+            return P.AAssociateRJ(P.RJ_RESULT_TRANSIENT, P.RJ_SOURCE_PRESENTATION, P.RJ_REASON_LOCAL_LIMIT_EXCEEDED)
+        answer, contexts = negotiate(rq, self.policy)
+        if isinstance(answer, P.AAssociateRJ):
+            log.info("association from %s (%s) rejected: %s", rq.calling_ae, assoc.peer_address, answer.describe())
+            return answer
+        log.debug("association from %s accepted with %d contexts", rq.calling_ae, len(contexts))
+        return answer, contexts
+
+    async def handle_request(self, assoc: Association, msg: Message) -> None:
+        """Dispatch one request to its handler (or refuse it)."""
+        handler = self.handlers.get(msg.command.command_field)
+        if handler is None:
+            # PS3.7 C.4.2: an operation we do not perform.
+            await assoc.send(msg.context_id, C.response_to(msg.command, 0x0211))
+            return
+        await handler(assoc, msg)
