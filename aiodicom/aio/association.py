@@ -155,8 +155,8 @@ class Association(asyncio.Protocol):
     # -------------------------------------------------------- Protocol events
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses
+        self.transport = transport  # type: ignore[assignment]
         sock = transport.get_extra_info("socket")
         if sock is not None:
             try:
@@ -284,8 +284,7 @@ class Association(asyncio.Protocol):
             if not self.established.done():
                 self.established.set_result(None)
         elif isinstance(ev, AssociationRejected):
-            if not self.established.done():
-                self.established.set_exception(AssociationRejectedError(ev.reject))
+            self._fail_established(AssociationRejectedError(ev.reject))
         elif isinstance(ev, ReleaseRequested):
             if not ev.collision or self.conn.state == State.STA9:
                 self._fail_ops(AssociationAborted("association released by the peer"))
@@ -300,8 +299,7 @@ class Association(asyncio.Protocol):
         elif isinstance(ev, Aborted):
             self.abort_info = ev
             exc = AssociationAborted(ev.message or "association aborted", ev.source, ev.reason, ev.by_peer)
-            if not self.established.done():
-                self.established.set_exception(exc)
+            self._fail_established(exc)
             self._fail_ops(exc)
             if ev.by_peer or ev.source == ABORT_SOURCE_PROVIDER:
                 log.info("association with %s aborted: %s", self.calling_ae or self.peer_address, ev.message)
@@ -311,9 +309,7 @@ class Association(asyncio.Protocol):
                 self.conn.close_transport = True
         elif isinstance(ev, ConnectionClosed):
             exc2 = AssociationAborted("connection closed")
-            if not self.established.done():
-                self.established.set_exception(exc2)
-                self.established.exception()  # mark retrieved
+            self._fail_established(exc2)
             self._fail_ops(exc2)
             if self._released is not None and not self._released.done():
                 self._released.set_result(None)
@@ -321,6 +317,12 @@ class Association(asyncio.Protocol):
                 task.cancel()
             if not self.closed.done():
                 self.closed.set_result(None)
+
+    def _fail_established(self, exc: BaseException) -> None:
+        if not self.established.done():
+            self.established.set_exception(exc)
+            # an acceptor has nobody awaiting this future: mark it retrieved
+            self.established.exception()
 
     def _fail_ops(self, exc: BaseException) -> None:
         for op in self._ops.values():
@@ -341,10 +343,7 @@ class Association(asyncio.Protocol):
                 self.established.set_result(None)
         else:
             self.conn.reject(result)
-            exc = AssociationRejectedError(result)
-            if not self.established.done():
-                self.established.set_exception(exc)
-                self.established.exception()
+            self._fail_established(AssociationRejectedError(result))
 
     def _dispatch(self, msg: Message) -> None:
         cmd = msg.command
