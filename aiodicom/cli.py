@@ -112,7 +112,7 @@ def run_loop(coro: Coroutine[Any, Any, int], use_uvloop: bool = True) -> int:
         try:
             import uvloop
 
-            return uvloop.run(coro)  # type: ignore[no-any-return]
+            return uvloop.run(coro)
         except ImportError:
             pass
     return asyncio.run(coro)

@@ -298,9 +298,9 @@ class Association(asyncio.Protocol):
                 self._released.set_result(None)
         elif isinstance(ev, Aborted):
             self.abort_info = ev
-            exc = AssociationAborted(ev.message or "association aborted", ev.source, ev.reason, ev.by_peer)
-            self._fail_established(exc)
-            self._fail_ops(exc)
+            aborted = AssociationAborted(ev.message or "association aborted", ev.source, ev.reason, ev.by_peer)
+            self._fail_established(aborted)
+            self._fail_ops(aborted)
             if ev.by_peer or ev.source == ABORT_SOURCE_PROVIDER:
                 log.info("association with %s aborted: %s", self.calling_ae or self.peer_address, ev.message)
             if self.transport is not None:
@@ -439,7 +439,7 @@ class Association(asyncio.Protocol):
             self._flush()
         else:
             # Large message: write in batches, honouring flow control.
-            batch: list[bytes | memoryview] = []
+            batch: list[bytes | bytearray | memoryview] = []
             size = 0
             for buf in buffers:
                 batch.append(buf)

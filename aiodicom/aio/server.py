@@ -89,7 +89,7 @@ class Server:
         self.network_timeout = network_timeout
         self.ssl = ssl
         self.associations: set[Association] = set()
-        self._server: asyncio.AbstractServer | None = None
+        self._server: asyncio.base_events.Server | None = None
         self._idle: asyncio.Event | None = None
         self.total_associations = 0
 
@@ -113,7 +113,7 @@ class Server:
             network_timeout=self.network_timeout,
         )
 
-    async def start(self, host: str = "127.0.0.1", port: int = 11112, **kwargs: object) -> None:
+    async def start(self, host: str = "127.0.0.1", port: int = 11112, *, reuse_port: bool = False) -> None:
         """Start listening; returns once the socket is bound."""
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
@@ -122,8 +122,8 @@ class Server:
             port,
             ssl=self.ssl,
             reuse_address=True,
+            reuse_port=reuse_port or None,
             backlog=4096,
-            **kwargs,  # type: ignore[arg-type]
         )
 
     @property

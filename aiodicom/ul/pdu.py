@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Callable, Union
 
 from .errors import (
     REASON_INVALID_PDU_PARAMETER_VALUE,
@@ -754,7 +754,7 @@ _RELEASE_RP_BYTES = _PDU_HDR.pack(A_RELEASE_RP, 0, 4) + bytes(4)
 
 PDU = Union[AAssociateRQ, AAssociateAC, AAssociateRJ, PDataTF, AReleaseRQ, AReleaseRP, AAbort]
 
-_DECODERS = {
+_DECODERS: dict[int, Callable[[memoryview], PDU]] = {
     A_ASSOCIATE_RQ: AAssociateRQ.decode,
     A_ASSOCIATE_AC: AAssociateAC.decode,
     A_ASSOCIATE_RJ: AAssociateRJ.decode,
@@ -772,7 +772,7 @@ def decode_pdu(pdu_type: int, body: Buffer) -> PDU:
         raise ProtocolError(f"unrecognised PDU type 0x{pdu_type:02X}", reason=REASON_UNRECOGNIZED_PDU)
     mv = body if isinstance(body, memoryview) else memoryview(body)
     try:
-        return decoder(mv)  # type: ignore[no-any-return]
+        return decoder(mv)
     except ProtocolError:
         raise
     except (ValueError, IndexError, struct.error) as exc:  # defensive: never leak other types

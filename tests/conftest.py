@@ -1,0 +1,107 @@
+"""Shared fixtures: event loops (asyncio and uvloop), free ports, DCMTK tools."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover
+    uvloop = None
+
+
+_LOOPS = ["asyncio"] + (["uvloop"] if uvloop is not None else [])
+
+
+@pytest.fixture(params=_LOOPS, scope="session")
+def loop_kind(request: pytest.FixtureRequest) -> str:
+    """Name of the event loop implementation under test."""
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def event_loop_policy(loop_kind: str) -> asyncio.AbstractEventLoopPolicy:
+    """Every async test runs once on asyncio's default loop and once on uvloop."""
+    if loop_kind == "uvloop":
+        assert uvloop is not None
+        return uvloop.EventLoopPolicy()  # type: ignore[no-any-return]
+    return asyncio.DefaultEventLoopPolicy()
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def dcmtk_tool(name: str) -> str | None:
+    """Path of DCMTK's ``name`` tool, or None.
+
+    pynetdicom installs Python apps with the same names (echoscu, storescp,
+    ...) into the Python bin directory, which may come first on PATH; DCMTK's
+    tools are recognised by their ``--version`` banner ("$dcmtk: ...").
+    """
+    candidates = [f"/usr/bin/{name}", f"/usr/local/bin/{name}"]
+    found = shutil.which(name)
+    if found:
+        candidates.append(found)
+    for path in candidates:
+        if not os.path.exists(path):
+            continue
+        try:
+            out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if "dcmtk" in out.lower():
+            return path
+    return None
+
+
+def require_dcmtk(name: str) -> str:
+    """The DCMTK tool's path, or skip the test (CI installs DCMTK)."""
+    path = dcmtk_tool(name)
+    if path is None:
+        pytest.skip(f"DCMTK {name} is not installed (apt-get install dcmtk)")
+    return path
+
+
+def dcmtk_env() -> dict[str, str]:
+    """Environment for DCMTK tools: TCP_NODELAY=1 so Nagle does not add 40 ms."""
+    env = dict(os.environ)
+    env["TCP_NODELAY"] = "1"
+    return env
+
+
+@pytest.fixture
+def port() -> int:
+    """A free TCP port."""
+    return free_port()
+
+
+@pytest.fixture
+async def echo_server() -> AsyncIterator["object"]:
+    """A running aiodicom Server (Verification only) on a free port."""
+    import aiodicom
+
+    server = aiodicom.Server("AIODICOM")
+    await server.start("127.0.0.1", 0)
+    try:
+        yield server
+    finally:
+        await server.close(timeout=1.0)
+
+
+@pytest.fixture
+def tmp_storage(tmp_path: "os.PathLike[str]") -> Iterator[str]:
+    """A temporary storage directory."""
+    path = os.path.join(os.fspath(tmp_path), "storage")
+    os.makedirs(path)
+    yield path
