@@ -45,6 +45,8 @@ log = logging.getLogger("aiodicom.association")
 # Outgoing batches are written once this many bytes are queued, so a large
 # data set is never copied into one huge transport buffer.
 _WRITE_BATCH = 1 << 20
+# Requests handled at once on one association before we stop reading.
+_MAX_RUNNING = 32
 
 
 class _Operation:
@@ -108,6 +110,7 @@ class Association(asyncio.Protocol):
         self._ops: dict[int, _Operation] = {}
         self._next_msg_id = 1
         self._write_paused = False
+        self._reading_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -378,6 +381,11 @@ class Association(asyncio.Protocol):
         mid = msg.command.message_id or 0
         task = self._loop.create_task(self._run_request(handler, msg, mid))
         self._running[mid] = task
+        if len(self._running) >= _MAX_RUNNING and not self._reading_paused and self.transport is not None:
+            # Read flow control: a peer that keeps sending requests faster
+            # than the handlers finish them is not read from until they catch up.
+            self._reading_paused = True
+            self.transport.pause_reading()
 
     async def _run_request(
         self, handler: Callable[[Association, Message], Awaitable[None]], msg: Message, mid: int
@@ -394,6 +402,10 @@ class Association(asyncio.Protocol):
         finally:
             self._running.pop(mid, None)
             self.cancelled_requests.discard(mid)
+            if self._reading_paused and len(self._running) < _MAX_RUNNING // 2 and self.transport is not None:
+                self._reading_paused = False
+                if not self.transport.is_closing():
+                    self.transport.resume_reading()
 
     async def _refuse(self, msg: Message) -> None:
         from ..dimse.commands import response_to

@@ -159,9 +159,6 @@ class Connection:
         self._event = Event.EVT1
         self.close_transport = False
         self.closed = False
-        self._actions: dict[Action, Callable[[], State | None]] = {
-            a: getattr(self, "_" + a.name.lower()) for a in Action
-        }
 
     # -- outputs ------------------------------------------------------------
 
@@ -300,7 +297,7 @@ class Connection:
         except KeyError:
             raise InvalidTransition(self.state, event) from None
         self._event = event
-        next_state = self._actions[action]()
+        next_state = _ACTION_FUNCS[action](self)
         if next_state is None:
             next_state = NEXT_STATE[action]
             assert next_state is not None
@@ -489,3 +486,9 @@ class Connection:
         self._events.append(Aborted(source, reason, by_peer=False, message=text))
         self._start_artim()
         return None
+
+
+#: Action -> the Connection method that performs it (built once).
+_ACTION_FUNCS: dict[Action, Callable[[Connection], State | None]] = {
+    a: getattr(Connection, "_" + a.name.lower()) for a in Action
+}
