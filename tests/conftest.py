@@ -17,22 +17,23 @@ except ImportError:  # pragma: no cover
     uvloop = None
 
 
-_LOOPS = ["asyncio"] + (["uvloop"] if uvloop is not None else [])
-
-
-@pytest.fixture(params=_LOOPS, scope="session")
-def loop_kind(request: pytest.FixtureRequest) -> str:
-    """Name of the event loop implementation under test."""
-    return str(request.param)
-
-
-@pytest.fixture(scope="session")
-def event_loop_policy(loop_kind: str) -> asyncio.AbstractEventLoopPolicy:
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, object]:
     """Every async test runs once on asyncio's default loop and once on uvloop."""
-    if loop_kind == "uvloop":
-        assert uvloop is not None
-        return uvloop.EventLoopPolicy()  # type: ignore[no-any-return]
-    return asyncio.DefaultEventLoopPolicy()
+    factories: dict[str, object] = {"asyncio": asyncio.new_event_loop}
+    if uvloop is not None:
+        factories["uvloop"] = uvloop.new_event_loop
+    return factories
+
+
+@pytest.fixture
+def loop_kind(request: pytest.FixtureRequest) -> str:
+    """Name of the event loop implementation under test ("asyncio" or "uvloop")."""
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is not None:
+        for value in callspec.params.values():
+            if value in ("asyncio", "uvloop"):
+                return str(value)
+    return "uvloop" if "[uvloop" in request.node.name or "-uvloop" in request.node.name else "asyncio"
 
 
 def free_port() -> int:
@@ -105,3 +106,4 @@ def tmp_storage(tmp_path: "os.PathLike[str]") -> Iterator[str]:
     path = os.path.join(os.fspath(tmp_path), "storage")
     os.makedirs(path)
     yield path
+

@@ -1,0 +1,578 @@
+"""DICOM Part 10 (PS3.10) file handling: File Meta parsing and atomic writing.
+
+A Part 10 file is a 128-byte preamble, the magic ``b"DICM"``, the File Meta
+Information group (0002,eeee) -- always Explicit VR Little Endian -- and then
+the data set encoded in the transfer syntax named by (0002,0010).
+
+Reading (:func:`read_part10_info`) parses only the File Meta group with a
+small parser of our own; the data set itself is handed out as raw bytes
+(:func:`read_part10_dataset`, :func:`iter_part10_dataset_chunks`) so it can be
+sent over the network without being decoded.
+
+Writing (:func:`write_part10`, :class:`Part10Writer`) is atomic: the file is
+written under a hidden temporary name (``.<name>.<random>.tmp``) in the
+target directory, flushed and fsync'ed, renamed onto the final path with
+:func:`os.replace` and the directory is fsync'ed.  A reader therefore sees
+either no file or the complete file, never a partial one.
+
+Instance file names are derived from SOP Instance UIDs only through
+:func:`safe_instance_filename`.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import struct
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO, Final
+
+from aiodicom.dataset import Buffer, EncodedDataset
+from aiodicom.uids import (
+    IMPLEMENTATION_CLASS_UID,
+    IMPLEMENTATION_VERSION_NAME,
+    uid_is_valid,
+)
+
+__all__ = [
+    "InvalidPart10Error",
+    "Part10Info",
+    "Part10Writer",
+    "build_file_meta",
+    "iter_part10_dataset_chunks",
+    "read_part10_dataset",
+    "read_part10_info",
+    "safe_instance_filename",
+    "write_part10",
+]
+
+#: A file system path accepted by the functions of this module.
+StrPath = str | os.PathLike[str]
+
+#: Length of the (all-zero, when we write it) Part 10 preamble.
+PREAMBLE_LENGTH: Final = 128
+#: The magic following the preamble.
+MAGIC: Final = b"DICM"
+#: Offset of the first File Meta element (after preamble and magic).
+META_START: Final = PREAMBLE_LENGTH + len(MAGIC)
+
+#: Explicit VRs with a reserved 2-byte field and a 4-byte length (PS3.5 7.1.2).
+_LONG_VRS: Final = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+)
+#: Sanity limits for the File Meta group of a file we read.
+_MAX_META_ELEMENT: Final = 64 * 1024
+_MAX_META_TOTAL: Final = 1024 * 1024
+
+_TAG_GROUP_LENGTH: Final = 0x00020000
+_TAG_VERSION: Final = 0x00020001
+_TAG_SOP_CLASS: Final = 0x00020002
+_TAG_SOP_INSTANCE: Final = 0x00020003
+_TAG_TRANSFER_SYNTAX: Final = 0x00020010
+_TAG_IMPL_CLASS: Final = 0x00020012
+_TAG_IMPL_VERSION: Final = 0x00020013
+_TAG_SOURCE_AE: Final = 0x00020016
+
+_UID_CHARS: Final = frozenset("0123456789.")
+
+
+class InvalidPart10Error(ValueError):
+    """The file is not a valid DICOM Part 10 file (or its File Meta is bad)."""
+
+
+@dataclass
+class Part10Info:
+    """What :func:`read_part10_info` learned from a Part 10 file's File Meta.
+
+    ``dataset_offset`` is the byte offset of the data set (just after the File
+    Meta group) and ``dataset_length`` the number of bytes from there to the
+    end of the file.  The UIDs have their padding stripped.
+    """
+
+    path: Path
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax: str
+    dataset_offset: int
+    dataset_length: int
+    implementation_class_uid: str | None = None
+    implementation_version_name: str | None = None
+    source_ae_title: str | None = None
+
+
+# ---------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------
+
+
+def _read_exact(fp: BinaryIO, n: int, path: object, what: str) -> bytes:
+    data = fp.read(n)
+    if len(data) != n:
+        raise InvalidPart10Error(
+            f"{path}: truncated File Meta Information while reading {what} "
+            f"(wanted {n} bytes, got {len(data)})"
+        )
+    return data
+
+
+def _decode_text(value: bytes, path: object, tag: int) -> str:
+    try:
+        text = value.decode("ascii")
+    except UnicodeDecodeError:
+        raise InvalidPart10Error(
+            f"{path}: File Meta element ({tag >> 16:04X},{tag & 0xFFFF:04X}) "
+            "is not ASCII"
+        ) from None
+    return text.rstrip("\x00 ").lstrip(" ")
+
+
+def _parse_meta(fp: BinaryIO, path: Path) -> Part10Info:
+    """Parse preamble, magic and File Meta from *fp* positioned at 0."""
+    head = fp.read(META_START)
+    if len(head) < META_START:
+        raise InvalidPart10Error(
+            f"{path}: not a DICOM Part 10 file (only {len(head)} bytes, "
+            f"a preamble and 'DICM' need {META_START})"
+        )
+    if head[PREAMBLE_LENGTH:] != MAGIC:
+        raise InvalidPart10Error(
+            f"{path}: not a DICOM Part 10 file (no 'DICM' magic after the "
+            "128-byte preamble)"
+        )
+
+    values: dict[int, bytes] = {}
+    offset = META_START
+    while True:
+        header = fp.read(8)
+        if len(header) == 0:
+            break  # File Meta followed by an empty data set
+        if len(header) < 2:
+            raise InvalidPart10Error(f"{path}: truncated element header at offset {offset}")
+        if struct.unpack_from("<H", header)[0] != 0x0002:
+            break  # first data set element: File Meta ends here
+        if len(header) < 8:
+            raise InvalidPart10Error(
+                f"{path}: truncated File Meta element header at offset {offset}"
+            )
+        group, element, vr = struct.unpack_from("<HH2s", header)
+        tag = group << 16 | element
+        if not (65 <= vr[0] <= 90 and 65 <= vr[1] <= 90):
+            raise InvalidPart10Error(
+                f"{path}: File Meta element ({group:04X},{element:04X}) at offset "
+                f"{offset} is not Explicit VR Little Endian"
+            )
+        if vr in _LONG_VRS:
+            length = struct.unpack(
+                "<L", _read_exact(fp, 4, path, f"length of ({group:04X},{element:04X})")
+            )[0]
+            header_len = 12
+        else:
+            length = struct.unpack_from("<H", header, 6)[0]
+            header_len = 8
+        if length == 0xFFFFFFFF or length > _MAX_META_ELEMENT:
+            raise InvalidPart10Error(
+                f"{path}: File Meta element ({group:04X},{element:04X}) has an "
+                f"invalid length {length:#x}"
+            )
+        values[tag] = _read_exact(fp, length, path, f"value of ({group:04X},{element:04X})")
+        offset += header_len + length
+        if offset - META_START > _MAX_META_TOTAL:
+            raise InvalidPart10Error(f"{path}: File Meta Information is implausibly large")
+
+    missing = [
+        name
+        for tag, name in (
+            (_TAG_SOP_CLASS, "MediaStorageSOPClassUID (0002,0002)"),
+            (_TAG_SOP_INSTANCE, "MediaStorageSOPInstanceUID (0002,0003)"),
+            (_TAG_TRANSFER_SYNTAX, "TransferSyntaxUID (0002,0010)"),
+        )
+        if not _decode_text(values.get(tag, b""), path, tag)
+    ]
+    if missing:
+        raise InvalidPart10Error(f"{path}: File Meta Information lacks {', '.join(missing)}")
+
+    def optional(tag: int) -> str | None:
+        if tag not in values:
+            return None
+        return _decode_text(values[tag], path, tag) or None
+
+    size = os.fstat(fp.fileno()).st_size
+    return Part10Info(
+        path=path,
+        sop_class_uid=_decode_text(values[_TAG_SOP_CLASS], path, _TAG_SOP_CLASS),
+        sop_instance_uid=_decode_text(values[_TAG_SOP_INSTANCE], path, _TAG_SOP_INSTANCE),
+        transfer_syntax=_decode_text(values[_TAG_TRANSFER_SYNTAX], path, _TAG_TRANSFER_SYNTAX),
+        dataset_offset=offset,
+        dataset_length=max(size - offset, 0),
+        implementation_class_uid=optional(_TAG_IMPL_CLASS),
+        implementation_version_name=optional(_TAG_IMPL_VERSION),
+        source_ae_title=optional(_TAG_SOURCE_AE),
+    )
+
+
+def read_part10_info(path: StrPath) -> Part10Info:
+    """Parse the preamble, ``DICM`` magic and File Meta group of *path*.
+
+    Only the File Meta is read, never the data set.  The File Meta ends at the
+    first element whose group is not 0002 (the value of (0002,0000) is not
+    trusted).  Raises :class:`InvalidPart10Error` if the file has no
+    preamble/``DICM`` magic, the File Meta is truncated or not Explicit VR
+    Little Endian, or Media Storage SOP Class/Instance UID or Transfer Syntax
+    UID is missing; :class:`OSError` if the file cannot be read.
+    """
+    p = Path(path)
+    with open(p, "rb") as fp:
+        return _parse_meta(fp, p)
+
+
+def read_part10_dataset(path: StrPath) -> tuple[Part10Info, EncodedDataset]:
+    """Read the File Meta and the whole data set of *path*.
+
+    The data set (everything after the File Meta) is read into one
+    :class:`bytes` object -- not memory-mapped, so the file can be replaced
+    or deleted right away and no file handle stays open.  For large files
+    prefer :func:`iter_part10_dataset_chunks`.
+    """
+    p = Path(path)
+    with open(p, "rb") as fp:
+        info = _parse_meta(fp, p)
+        fp.seek(info.dataset_offset)
+        data = fp.read()
+    info.dataset_length = len(data)
+    return info, EncodedDataset([data], info.transfer_syntax)
+
+
+def iter_part10_dataset_chunks(info: Part10Info, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+    """Yield the data set bytes of the file described by *info* in chunks.
+
+    Exactly ``info.dataset_length`` bytes starting at ``info.dataset_offset``
+    are yielded, each chunk at most *chunk_size* bytes.  The file is opened on
+    the first iteration and closed when the generator finishes or is closed.
+    Raises :class:`InvalidPart10Error` if the file became shorter since
+    *info* was read.
+    """
+    if chunk_size <= 0:
+        raise ValueError("chunk_size must be positive")
+    with open(info.path, "rb") as fp:
+        fp.seek(info.dataset_offset)
+        remaining = info.dataset_length
+        while remaining > 0:
+            chunk = fp.read(min(chunk_size, remaining))
+            if not chunk:
+                raise InvalidPart10Error(
+                    f"{info.path}: file is shorter than when its File Meta was "
+                    f"read ({remaining} bytes missing)"
+                )
+            remaining -= len(chunk)
+            yield chunk
+
+
+# ---------------------------------------------------------------------------
+# File Meta encoding
+# ---------------------------------------------------------------------------
+
+
+def _element(tag: int, vr: bytes, value: bytes) -> bytes:
+    """Encode one Explicit VR Little Endian element."""
+    if vr in _LONG_VRS:
+        return struct.pack("<HH2s2xL", tag >> 16, tag & 0xFFFF, vr, len(value)) + value
+    return struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr, len(value)) + value
+
+
+def _ui_value(uid: str, what: str, *, strict: bool) -> bytes:
+    uid = uid.rstrip("\x00 ")
+    if strict:
+        ok = uid_is_valid(uid)
+    else:
+        # Lenient: accept real-world UIDs with e.g. leading zeros, but only
+        # the UID character repertoire and the 64-character limit.
+        ok = 0 < len(uid) <= 64 and _UID_CHARS.issuperset(uid)
+    if not ok:
+        raise ValueError(f"invalid {what}: {uid!r}")
+    raw = uid.encode("ascii")
+    return raw + b"\x00" if len(raw) % 2 else raw
+
+
+def _text_value(text: str, what: str, max_len: int) -> bytes:
+    if not 0 < len(text) <= max_len or not all(0x20 <= ord(c) < 0x7F for c in text):
+        raise ValueError(f"invalid {what}: {text!r}")
+    if "\\" in text:
+        raise ValueError(f"invalid {what}: {text!r} (backslash)")
+    raw = text.encode("ascii")
+    return raw + b" " if len(raw) % 2 else raw
+
+
+def build_file_meta(
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    transfer_syntax: str,
+    *,
+    source_ae: str | None = None,
+) -> bytes:
+    """Return the encoded File Meta Information group (PS3.10 7.1).
+
+    Elements: (0002,0000) group length, (0002,0001) version ``00 01`` (OB),
+    (0002,0002)/(0002,0003) Media Storage SOP Class/Instance UID, (0002,0010)
+    Transfer Syntax UID, (0002,0012) Implementation Class UID, (0002,0013)
+    Implementation Version Name and, if *source_ae* is given and not blank,
+    (0002,0016) Source Application Entity Title.  Explicit VR Little Endian;
+    UI values are NUL-padded and SH/AE values space-padded to even length.
+
+    The transfer syntax must be a valid UID (PS3.5 9.1).  The SOP UIDs are
+    checked leniently (only ``0-9`` and ``.``, at most 64 characters) so that
+    instances with slightly non-conformant UIDs received from peers can still
+    be stored.  Raises :class:`ValueError` for invalid input.
+    """
+    body = [
+        _element(_TAG_VERSION, b"OB", b"\x00\x01"),
+        _element(
+            _TAG_SOP_CLASS,
+            b"UI",
+            _ui_value(sop_class_uid, "Media Storage SOP Class UID", strict=False),
+        ),
+        _element(
+            _TAG_SOP_INSTANCE,
+            b"UI",
+            _ui_value(sop_instance_uid, "Media Storage SOP Instance UID", strict=False),
+        ),
+        _element(
+            _TAG_TRANSFER_SYNTAX,
+            b"UI",
+            _ui_value(transfer_syntax, "Transfer Syntax UID", strict=True),
+        ),
+        _element(
+            _TAG_IMPL_CLASS,
+            b"UI",
+            _ui_value(IMPLEMENTATION_CLASS_UID, "Implementation Class UID", strict=True),
+        ),
+        _element(
+            _TAG_IMPL_VERSION,
+            b"SH",
+            _text_value(IMPLEMENTATION_VERSION_NAME, "Implementation Version Name", 16),
+        ),
+    ]
+    if source_ae is not None and source_ae.strip(" "):
+        body.append(
+            _element(
+                _TAG_SOURCE_AE,
+                b"AE",
+                _text_value(source_ae.strip(" "), "Source AE Title", 16),
+            )
+        )
+    payload = b"".join(body)
+    return _element(_TAG_GROUP_LENGTH, b"UL", struct.pack("<L", len(payload))) + payload
+
+
+# ---------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------
+
+
+def _fsync_directory(directory: Path) -> None:
+    """fsync *directory* so a rename in it is durable (no-op on Windows)."""
+    if sys.platform == "win32":
+        return
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _create_temp(directory: Path, final_name: str) -> tuple[Path, BinaryIO]:
+    """Create a new hidden temp file in *directory*; respects the umask."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        temp = directory / f".{final_name}.{secrets.token_hex(8)}.tmp"
+        try:
+            fd = os.open(temp, flags, 0o666)
+        except FileExistsError:
+            continue
+        try:
+            return temp, os.fdopen(fd, "wb")
+        except BaseException:
+            os.close(fd)
+            os.unlink(temp)
+            raise
+    raise FileExistsError(f"could not create a temporary file in {directory}")
+
+
+class Part10Writer:
+    """Write a Part 10 file incrementally and atomically.
+
+    The constructor validates the File Meta arguments, creates the temporary
+    file (``.<name>.<random>.tmp`` in the directory of *path*) and writes the
+    preamble, ``DICM`` and the File Meta.  Feed the encoded data set with
+    :meth:`write` (data is streamed to disk, memory stays bounded), then
+    :meth:`commit` to publish the file or :meth:`abort` to discard it.
+
+    As a context manager it aborts when the block raises and commits when the
+    block completes normally (unless already committed or aborted).  An
+    existing file at *path* is replaced.  With ``fsync=False`` the file and
+    directory fsyncs are skipped (faster, for tests and scratch data; the
+    rename is still atomic).
+    """
+
+    def __init__(
+        self,
+        path: StrPath,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        transfer_syntax: str,
+        *,
+        source_ae: str | None = None,
+        fsync: bool = True,
+    ) -> None:
+        """Create the temporary file and write preamble and File Meta."""
+        self.path = Path(path)
+        self._fsync = fsync
+        self._file: BinaryIO | None = None
+        self._done = False
+        self.bytes_written = 0
+        meta = build_file_meta(
+            sop_class_uid, sop_instance_uid, transfer_syntax, source_ae=source_ae
+        )
+        directory = self.path.parent
+        self.temp_path, self._file = _create_temp(directory, self.path.name)
+        try:
+            self._file.write(bytes(PREAMBLE_LENGTH))
+            self._file.write(MAGIC)
+            self._file.write(meta)
+        except BaseException:
+            self.abort()
+            raise
+        #: Byte offset of the data set in the final file.
+        self.dataset_offset = META_START + len(meta)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`commit` or :meth:`abort` has been called."""
+        return self._done
+
+    def write(self, buf: Buffer) -> None:
+        """Append *buf* (part of the encoded data set) to the file.
+
+        On an I/O error the writer is aborted and the error propagates.
+        """
+        if self._done or self._file is None:
+            raise ValueError("Part10Writer is already committed or aborted")
+        try:
+            self._file.write(buf)
+        except BaseException:
+            self.abort()
+            raise
+        self.bytes_written += memoryview(buf).nbytes
+
+    def commit(self) -> None:
+        """Flush, fsync, rename onto the final path and fsync the directory.
+
+        If anything before the rename fails, the temporary file is removed and
+        the error propagates.  If only the final directory fsync fails, the
+        file is already in place and the error propagates.
+        """
+        if self._done or self._file is None:
+            raise ValueError("Part10Writer is already committed or aborted")
+        try:
+            self._file.flush()
+            if self._fsync:
+                os.fsync(self._file.fileno())
+            self._file.close()
+            self._file = None
+            os.replace(self.temp_path, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        self._done = True
+        if self._fsync:
+            _fsync_directory(self.path.parent)
+
+    def abort(self) -> None:
+        """Discard the temporary file.  Idempotent; no-op after :meth:`commit`."""
+        if self._done:
+            return
+        self._done = True
+        file, self._file = self._file, None
+        try:
+            if file is not None:
+                file.close()
+        finally:
+            try:
+                os.unlink(self.temp_path)
+            except FileNotFoundError:
+                pass
+
+    def __enter__(self) -> Part10Writer:
+        """Return ``self``."""
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Abort if the block raised, otherwise commit (if still open)."""
+        if exc_type is not None:
+            self.abort()
+        elif not self._done:
+            self.commit()
+
+    def __del__(self) -> None:
+        # Best effort: never leave a temp file behind for a forgotten writer.
+        if getattr(self, "_done", True) is False and hasattr(self, "temp_path"):
+            try:
+                self.abort()
+            except Exception:
+                pass
+
+
+def write_part10(
+    path: StrPath,
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    transfer_syntax: str,
+    fragments: Iterable[Buffer],
+    *,
+    source_ae: str | None = None,
+    fsync: bool = True,
+) -> None:
+    """Atomically write a Part 10 file at *path*.
+
+    Writes the 128-byte zero preamble, ``DICM``, :func:`build_file_meta` and
+    the encoded data set *fragments* (an iterable of buffers, e.g.
+    ``EncodedDataset.fragments``; it may be a lazy generator) to a temporary
+    file in the same directory, then flushes, fsyncs, renames it onto *path*
+    and fsyncs the directory (fsyncs skipped with ``fsync=False``).  On any
+    error -- including one raised by the *fragments* iterator -- the
+    temporary file is removed, *path* is left untouched and the exception
+    propagates.
+    """
+    writer = Part10Writer(
+        path,
+        sop_class_uid,
+        sop_instance_uid,
+        transfer_syntax,
+        source_ae=source_ae,
+        fsync=fsync,
+    )
+    with writer:
+        for fragment in fragments:
+            writer.write(fragment)
+
+
+def safe_instance_filename(sop_instance_uid: str) -> str:
+    """Return the file name for an instance: ``f"{sop_instance_uid}.dcm"``.
+
+    The UID must pass :func:`~aiodicom.uids.uid_is_valid` (digits and dots
+    only, no empty components or leading zeros, at most 64 characters), which
+    rules out path separators, ``..``, NULs and non-ASCII digits.  Raises
+    :class:`ValueError` otherwise.  This is the only way aiodicom turns a UID
+    into a file name.
+    """
+    if not isinstance(sop_instance_uid, str) or not uid_is_valid(sop_instance_uid):
+        raise ValueError(f"not a valid SOP Instance UID for a file name: {sop_instance_uid!r}")
+    return f"{sop_instance_uid}.dcm"
