@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
+import os
 import socket
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
+import struct
+from typing import TYPE_CHECKING, Any, AsyncIterable, Awaitable, Callable, Iterable, Sequence
 
 from ..dimse.commands import C_CANCEL_RQ, C_STORE_RQ, Command, cancel_rq, encode_command
-from ..dimse.fragments import Message, Reassembler, fragment_message
+from ..dimse.fragments import UNLIMITED_PDU_CAP, Message, Reassembler, fragment_message
 from ..ul import pdu as P
 from ..ul.connection import (
     Aborted,
@@ -36,6 +39,10 @@ from ..ul.negotiation import AcceptedContext, accepted_contexts
 from .errors import AssociationAborted, AssociationRejectedError, DIMSETimeout
 
 if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
+    from ..dimse.status import Status
+    from ..services.find import FindResults
     from .server import Server
 
 __all__ = ["Association"]
@@ -289,7 +296,10 @@ class Association(asyncio.Protocol):
         elif isinstance(ev, AssociationRejected):
             self._fail_established(AssociationRejectedError(ev.reject))
         elif isinstance(ev, ReleaseRequested):
-            if not ev.collision or self.conn.state == State.STA9:
+            if self.conn.state not in (State.STA8, State.STA9, State.STA10):
+                # A later PDU of the same read already ended the association.
+                pass
+            elif not ev.collision or self.conn.state == State.STA9:
                 self._fail_ops(AssociationAborted("association released by the peer"))
                 self.conn.release_response()
             else:
@@ -341,11 +351,17 @@ class Association(asyncio.Protocol):
             self.contexts = contexts
             self.peer_max_pdu = rq.user_info.max_length or 0
             self._reasm = Reassembler(contexts)
+            sink_factory = getattr(self.server, "dataset_sink_factory", None)
+            if sink_factory is not None:
+                # e.g. C-STORE straight to disk (aiodicom.services.store)
+                self._reasm.dataset_sink = functools.partial(sink_factory, self)
             self.conn.accept(ac)
+            self.conn.receive_data(b"", self._loop.time())  # PDUs that came right behind the RQ
             if not self.established.done():
                 self.established.set_result(None)
         else:
             self.conn.reject(result)
+            self.conn.receive_data(b"", self._loop.time())
             self._fail_established(AssociationRejectedError(result))
 
     def _dispatch(self, msg: Message) -> None:
@@ -526,6 +542,82 @@ class Association(asyncio.Protocol):
         """Send a C-CANCEL-RQ for our operation ``message_id``."""
         await self.send(context_id, cancel_rq(message_id))
 
+    def send_cancel_nowait(self, context_id: int, message_id: int) -> None:
+        """Send a C-CANCEL-RQ now, synchronously (it is tiny; no flow control).
+
+        Lets clean-up code that cannot await (``__del__``) put the cancel on
+        the wire before any later request.
+        """
+        if self.closed.done() or not self.conn.is_established:
+            raise AssociationAborted("association is not established")
+        cmd = encode_command(cancel_rq(message_id))
+        self.conn.send_data(fragment_message(context_id, cmd, None, self.peer_max_pdu))
+        self._flush()
+
+    async def send_streaming(
+        self,
+        context_id: int,
+        command: Command,
+        chunks: Iterable[bytes | bytearray | memoryview] | AsyncIterable[bytes | bytearray | memoryview],
+        total_length: int,
+    ) -> None:
+        """Send one message whose data set comes as ``chunks`` totalling ``total_length`` bytes.
+
+        For data sets too large to hold in memory (e.g. a C-STORE of a big
+        file read in chunks): every ~1 MiB written waits for the transport
+        (:meth:`drain`).  If the chunks do not add up to ``total_length`` or
+        the iterator fails, the message cannot be completed: the association
+        is aborted and the error raised.
+        """
+        if self.closed.done() or not self.conn.is_established:
+            raise AssociationAborted("association is not established")
+        command.has_dataset = True
+        self.conn.send_data(fragment_message(context_id, encode_command(command), None, self.peer_max_pdu))
+        self._flush()
+        sent = 0
+        carry = b""  # an odd byte held back: only the last fragment may be odd
+        try:
+            if isinstance(chunks, AsyncIterable):
+                async for chunk in chunks:
+                    sent, carry = await self._stream_chunk(context_id, chunk, carry, sent, total_length)
+            else:
+                for chunk in chunks:
+                    sent, carry = await self._stream_chunk(context_id, chunk, carry, sent, total_length)
+            if sent + len(carry) != total_length:
+                raise ValueError(f"data set chunks gave {sent + len(carry)} bytes, expected {total_length}")
+            if sent == 0 and not carry:  # empty data set: one empty last PDV
+                self.conn.send_data(_data_pdus(context_id, memoryview(b""), True, self.peer_max_pdu))
+                self._flush()
+        except BaseException:
+            self.abort()  # a partly sent message cannot be taken back
+            raise
+        if self._write_paused:
+            await self.drain()
+
+    async def _stream_chunk(
+        self, context_id: int, chunk: bytes | bytearray | memoryview, carry: bytes, sent: int, total: int
+    ) -> tuple[int, bytes]:
+        if self.closed.done():
+            raise AssociationAborted("association closed while sending")
+        view = memoryview(chunk).cast("B")
+        if not view.nbytes:
+            return sent, carry
+        if carry:
+            view = memoryview(carry + view.tobytes())
+            carry = b""
+        n = view.nbytes
+        if sent + n > total:
+            raise ValueError(f"data set chunks exceed the announced {total} bytes")
+        last = sent + n == total
+        if not last and n & 1:
+            carry = bytes(view[n - 1 :])
+            view = view[: n - 1]
+            n -= 1
+        self.conn.send_data(_data_pdus(context_id, view, last, self.peer_max_pdu))
+        self._flush()
+        await self.drain()
+        return sent + n, carry
+
     def find_context(
         self, abstract_syntax: str, transfer_syntax: str | None = None, *, as_scu: bool = True
     ) -> AcceptedContext | None:
@@ -588,6 +680,59 @@ class Association(asyncio.Protocol):
 
         return await echo(self)
 
+    async def store(
+        self,
+        dataset_or_path: Dataset | str | os.PathLike[str],
+        *,
+        priority: int = 0,
+        move_originator: tuple[str, int] | None = None,
+    ) -> Status:
+        """C-STORE a pydicom Dataset or a Part 10 file; returns the status.
+
+        See :func:`aiodicom.services.store.store`.
+        """
+        from ..services.store import store
+
+        return await store(self, dataset_or_path, priority=priority, move_originator=move_originator)
+
+    def find(self, query: Dataset, model: str = "patient", *, priority: int = 0) -> FindResults:
+        """C-FIND: ``async for status, identifier in assoc.find(query, "study")``.
+
+        ``model`` is ``"patient"``, ``"study"`` or a FIND SOP Class UID.
+        Use ``async with assoc.find(...) as results`` to have an early exit
+        wait for the C-CANCEL to complete.  See
+        :class:`aiodicom.services.find.FindResults`.
+        """
+        from ..services.find import find
+
+        return find(self, query, model, priority=priority)
+
     def __repr__(self) -> str:
         side = "requestor" if self.requestor else "acceptor"
         return f"<Association {side} {self.calling_ae!r}->{self.called_ae!r} {self.conn.state.name}>"
+
+
+_PDATA_HDR = struct.Struct(">BBIIBB")  # P-DATA-TF header + one PDV item header
+
+
+def _data_pdus(
+    context_id: int, view: memoryview, last: bool, max_pdu_length: int
+) -> list[bytes | bytearray | memoryview]:
+    """P-DATA-TF PDUs (one data set PDV each) carrying ``view``.
+
+    Fragments are even-length except possibly the very last one of the data
+    set; the last PDV has the "last fragment" bit when ``last`` is set.
+    """
+    limit = max_pdu_length or UNLIMITED_PDU_CAP
+    max_frag = (min(limit, 0xFFFFFFFF) - 6) & ~1
+    out: list[bytes | bytearray | memoryview] = []
+    n = view.nbytes
+    off = 0
+    while True:
+        take = min(max_frag, n - off)
+        final = last and off + take == n
+        out.append(_PDATA_HDR.pack(0x04, 0, take + 6, take + 2, context_id, 0x02 if final else 0x00))
+        out.append(view[off : off + take])
+        off += take
+        if off >= n:
+            return out

@@ -246,6 +246,11 @@ class Connection:
             self._pdu = None
             if self.state in (State.STA1, State.STA13) and self.close_transport:
                 return
+            if self.state is State.STA3:
+                # The local user must answer the A-ASSOCIATE indication before
+                # anything after it is processed; call receive_data(b"", now)
+                # after accept()/reject() to go on with buffered bytes.
+                return
 
     # -- local requests (primitives) -------------------------------------------------
 
@@ -260,8 +265,14 @@ class Connection:
         self._handle(Event.EVT7)
         self._pdu = None
 
-    def reject(self, rj: P.AAssociateRJ) -> None:
-        """A-ASSOCIATE response, reject (Evt8)."""
+    def reject(self, rj: P.AAssociateRJ, *, now: float | None = None) -> None:
+        """A-ASSOCIATE response, reject (Evt8).
+
+        ``now`` is the current time, from which the ARTIM timer started by
+        AE-8 runs; without it the time of the last input is used.
+        """
+        if now is not None:
+            self._now = now
         self._pdu = rj
         self._handle(Event.EVT8)
         self._pdu = None
@@ -278,14 +289,28 @@ class Connection:
         """A-RELEASE request (Evt11)."""
         self._handle(Event.EVT11)
 
-    def release_response(self) -> None:
-        """A-RELEASE response (Evt14)."""
+    def release_response(self, *, now: float | None = None) -> None:
+        """A-RELEASE response (Evt14).
+
+        ``now`` is the current time, from which the ARTIM timer started by
+        AR-4 runs; without it the time of the last input is used.
+        """
+        if now is not None:
+            self._now = now
         self._handle(Event.EVT14)
 
-    def abort(self, source: int = ABORT_SOURCE_USER, reason: int = REASON_NOT_SPECIFIED) -> None:
-        """A-ABORT request (Evt15); a no-op where no association exists."""
+    def abort(
+        self, source: int = ABORT_SOURCE_USER, reason: int = REASON_NOT_SPECIFIED, *, now: float | None = None
+    ) -> None:
+        """A-ABORT request (Evt15); a no-op where no association exists.
+
+        ``now`` is the current time, from which the ARTIM timer started by
+        AA-1 runs; without it the time of the last input is used.
+        """
         if (self.state, Event.EVT15) not in TRANSITIONS:
             return
+        if now is not None:
+            self._now = now
         self._abort_request = (source, reason)
         self._handle(Event.EVT15)
 
