@@ -113,16 +113,16 @@ def negotiate(
         cid = ctx.context_id
         if cid in seen_ids or not cid & 1:
             # PS3.8 9.3.2.2: IDs are odd and unique; refuse duplicates/evens.
-            results.append(P.PresentationContextAC(cid, P.PCTX_NO_REASON, None))
+            results.append(P.PresentationContextAC(cid, P.PCTX_NO_REASON, ctx.transfer_syntaxes[0]))
             continue
         seen_ids.add(cid)
         ours = policy.supported.get(ctx.abstract_syntax)
         if ours is None:
-            results.append(P.PresentationContextAC(cid, P.PCTX_ABSTRACT_SYNTAX_NOT_SUPPORTED, None))
+            results.append(P.PresentationContextAC(cid, P.PCTX_ABSTRACT_SYNTAX_NOT_SUPPORTED, ctx.transfer_syntaxes[0]))
             continue
         chosen = next((ts for ts in ours if ts in ctx.transfer_syntaxes), None)
         if chosen is None:
-            results.append(P.PresentationContextAC(cid, P.PCTX_TRANSFER_SYNTAXES_NOT_SUPPORTED, None))
+            results.append(P.PresentationContextAC(cid, P.PCTX_TRANSFER_SYNTAXES_NOT_SUPPORTED, ctx.transfer_syntaxes[0]))
             continue
         scu, scp = True, False
         proposal = proposed_roles.get(ctx.abstract_syntax)
@@ -133,7 +133,7 @@ def negotiate(
             scp = proposal.scp_role and ctx.abstract_syntax in policy.scu_role_classes
             answered_roles[ctx.abstract_syntax] = P.RoleSelection(ctx.abstract_syntax, scu, scp)
             if not scu and not scp:
-                results.append(P.PresentationContextAC(cid, P.PCTX_USER_REJECTION, None))
+                results.append(P.PresentationContextAC(cid, P.PCTX_USER_REJECTION, ctx.transfer_syntaxes[0]))
                 continue
         results.append(P.PresentationContextAC(cid, P.PCTX_ACCEPTANCE, chosen))
         accepted[cid] = AcceptedContext(cid, ctx.abstract_syntax, chosen, scu, scp)

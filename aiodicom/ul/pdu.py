@@ -157,6 +157,19 @@ def _iter_items(buf: memoryview, start: int, end: int, where: str) -> list[tuple
     return items
 
 
+# Item types PS3.8 defines at the PDU and presentation-context levels.
+_KNOWN_ITEM_TYPES = frozenset((0x10, 0x20, 0x21, 0x30, 0x40, 0x50))
+
+
+def _misplaced_item(itype: int, where: str) -> ProtocolError:
+    """Error for an item not allowed here: a known item type in the wrong
+    place is an unexpected PDU parameter (5), an unknown type an
+    unrecognized PDU parameter (4) (PS3.8 Table 9-26)."""
+    if itype in _KNOWN_ITEM_TYPES:
+        return _err(f"item 0x{itype:02X} not allowed in {where}", REASON_UNEXPECTED_PDU_PARAMETER)
+    return _err(f"unrecognised item 0x{itype:02X} in {where}", REASON_UNRECOGNIZED_PDU_PARAMETER)
+
+
 def _read_u16_prefixed(body: memoryview, off: int, what: str) -> tuple[memoryview, int]:
     if len(body) - off < 2:
         raise _err(f"truncated {what} length")
@@ -198,12 +211,12 @@ class PresentationContextRQ:
                     raise _err("more than one abstract syntax", REASON_UNEXPECTED_PDU_PARAMETER)
                 abstract = _decode_uid(sub, "abstract syntax")
             elif itype == _ITEM_TRANSFER:
-                transfer.append(_decode_uid(sub, "transfer syntax"))
+                ts = _decode_uid(sub, "transfer syntax")
+                if not ts:
+                    raise _err("empty transfer syntax name")
+                transfer.append(ts)
             else:
-                raise _err(
-                    f"unexpected sub-item 0x{itype:02X} in presentation context",
-                    REASON_UNRECOGNIZED_PDU_PARAMETER,
-                )
+                raise _misplaced_item(itype, "presentation context")
         if abstract is None or not abstract:
             raise _err("presentation context without abstract syntax")
         if not transfer:
@@ -248,10 +261,7 @@ class PresentationContextAC:
                     raise _err("more than one transfer syntax in answer", REASON_UNEXPECTED_PDU_PARAMETER)
                 ts = _decode_uid(sub, "transfer syntax")
             else:
-                raise _err(
-                    f"unexpected sub-item 0x{itype:02X} in presentation context",
-                    REASON_UNRECOGNIZED_PDU_PARAMETER,
-                )
+                raise _misplaced_item(itype, "presentation context")
         if result == PCTX_ACCEPTANCE and not ts:
             raise _err("accepted presentation context without transfer syntax")
         return cls(ctx_id, result, ts if result == PCTX_ACCEPTANCE else (ts or None))
@@ -505,15 +515,20 @@ def _decode_associate_common(
             if user_info is not None:
                 raise _err("more than one user information item", REASON_UNEXPECTED_PDU_PARAMETER)
             user_info = UserInformation.decode(item)
-        elif itype in (_ITEM_PCTX_RQ, _ITEM_PCTX_AC):
-            raise _err(f"presentation context item 0x{itype:02X} in the wrong PDU", REASON_UNEXPECTED_PDU_PARAMETER)
         else:
-            raise _err(f"unrecognised item 0x{itype:02X}", REASON_UNRECOGNIZED_PDU_PARAMETER)
-    if app_ctx is None:
-        raise _err("missing application context item")
+            raise _misplaced_item(itype, "A-ASSOCIATE PDU")
+    if not app_ctx:
+        raise _err("missing or empty application context item")
     if user_info is None:
         raise _err("missing user information item")
     return version, _decode_ae(called), _decode_ae(calling), bytes(reserved), app_ctx, ctx_bodies, user_info
+
+
+def _check_unique_context_ids(contexts: list[PresentationContextRQ] | list[PresentationContextAC]) -> None:
+    # PS3.8 9.3.2.2: each presentation context ID identifies one context.
+    ids = [c.context_id for c in contexts]
+    if len(set(ids)) != len(ids):
+        raise _err("duplicate presentation context ID", REASON_UNEXPECTED_PDU_PARAMETER)
 
 
 @dataclass(slots=True)
@@ -548,6 +563,7 @@ class AAssociateRQ:
         contexts = [PresentationContextRQ.decode(c) for c in ctxs]
         if not contexts:
             raise _err("A-ASSOCIATE-RQ without presentation contexts")
+        _check_unique_context_ids(contexts)
         return cls(called, calling, contexts, ui, app, version, reserved)
 
 
@@ -584,6 +600,7 @@ class AAssociateAC:
     def decode(cls, body: memoryview) -> AAssociateAC:
         version, called, calling, reserved, app, ctxs, ui = _decode_associate_common(body, _ITEM_PCTX_AC)
         contexts = [PresentationContextAC.decode(c) for c in ctxs]
+        _check_unique_context_ids(contexts)
         return cls(called or "ANY", calling or "ANY", contexts, ui, app, version, reserved)
 
 
@@ -821,6 +838,8 @@ class PDUReader:
 
     def _take(self, n: int) -> memoryview:
         """Remove and return the next ``n`` bytes (n <= self._size)."""
+        if n == 0:  # a zero-length body may come with no chunk left
+            return memoryview(b"")
         first = self._chunks[0]
         off = self._offset
         avail = len(first) - off
