@@ -12,7 +12,12 @@ from collections.abc import Sequence
 import pytest
 
 from aiodicom.ul import pdu as P
-from aiodicom.ul.negotiation import AcceptedContext, AcceptorPolicy, accepted_contexts, negotiate
+from aiodicom.ul.negotiation import (
+    AcceptedContext,
+    AcceptorPolicy,
+    accepted_contexts,
+    negotiate,
+)
 
 VERIFICATION = "1.2.840.10008.1.1"
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -31,19 +36,19 @@ IMPL_UID = "1.2.826.0.1.3680043.9.9999.1"
 
 
 def policy(**kw: object) -> AcceptorPolicy:
-    base: dict[str, object] = dict(
-        ae_title="ARCHIVE",
-        supported={
+    base: dict[str, object] = {
+        "ae_title": "ARCHIVE",
+        "supported": {
             VERIFICATION: [EXPLICIT, IMPLICIT],
             CT: [IMPLICIT, EXPLICIT],  # note: implicit preferred here
             MR: [EXPLICIT, IMPLICIT],
             SC: [JPEG_BASELINE, EXPLICIT],
         },
-        scu_role_classes={CT},
-        max_pdu_length=32768,
-        implementation_class_uid=IMPL_UID,
-        implementation_version_name="TEST_01",
-    )
+        "scu_role_classes": {CT},
+        "max_pdu_length": 32768,
+        "implementation_class_uid": IMPL_UID,
+        "implementation_version_name": "TEST_01",
+    }
     base.update(kw)
     return AcceptorPolicy(**base)  # type: ignore[arg-type]
 
