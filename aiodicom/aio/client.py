@@ -107,14 +107,19 @@ class associate:
             dimse_timeout=self.dimse_timeout,
             network_timeout=self.network_timeout,
         )
-        async with asyncio.timeout(self.connect_timeout):
-            await loop.create_connection(lambda: assoc, self.host, self.port, ssl=self.ssl)
+        connected = False
         try:
-            async with asyncio.timeout(self.acse_timeout):
+            # One timeout context for both phases: connect, then the ACSE answer.
+            async with asyncio.timeout(self.connect_timeout) as deadline:
+                await loop.create_connection(lambda: assoc, self.host, self.port, ssl=self.ssl)
+                connected = True
+                deadline.reschedule(loop.time() + self.acse_timeout)
                 await asyncio.shield(assoc.established)
         except TimeoutError:
             assoc.abort()
-            raise TimeoutError(f"no A-ASSOCIATE answer within {self.acse_timeout} s") from None
+            if connected:
+                raise TimeoutError(f"no A-ASSOCIATE answer within {self.acse_timeout} s") from None
+            raise TimeoutError(f"could not connect within {self.connect_timeout} s") from None
         except BaseException:
             if assoc.transport is not None:
                 assoc.transport.close()

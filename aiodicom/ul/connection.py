@@ -318,13 +318,13 @@ class Connection:
 
     def _handle(self, event: Event) -> None:
         try:
-            action = TRANSITIONS[(self.state, event)]
+            func, fixed_next = _DISPATCH[(self.state, event)]
         except KeyError:
             raise InvalidTransition(self.state, event) from None
         self._event = event
-        next_state = _ACTION_FUNCS[action](self)
+        next_state = func(self)
         if next_state is None:
-            next_state = NEXT_STATE[action]
+            next_state = fixed_next
             assert next_state is not None
         self.state = next_state
 
@@ -516,4 +516,10 @@ class Connection:
 #: Action -> the Connection method that performs it (built once).
 _ACTION_FUNCS: dict[Action, Callable[[Connection], State | None]] = {
     a: getattr(Connection, "_" + a.name.lower()) for a in Action
+}
+
+#: (state, event) -> (action method, next state), derived from TRANSITIONS
+#: once so that a transition costs one dict lookup.
+_DISPATCH: dict[tuple[State, Event], tuple[Callable[[Connection], State | None], State | None]] = {
+    key: (_ACTION_FUNCS[action], NEXT_STATE[action]) for key, action in TRANSITIONS.items()
 }

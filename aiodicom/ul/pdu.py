@@ -11,6 +11,7 @@ All multi-byte fields in PDUs and items are big-endian (PS3.8 9.3.1).
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass, field
 from typing import Callable, Union
@@ -127,6 +128,7 @@ def _decode_uid(raw: memoryview | bytes, what: str) -> str:
     return text.rstrip("\x00 ")
 
 
+@functools.lru_cache(maxsize=4096)
 def encode_ae_title(title: str) -> bytes:
     """Encode an AE title as 16 bytes of ASCII padded with spaces (PS3.8 9.3.2)."""
     raw = title.strip().encode("ascii")
