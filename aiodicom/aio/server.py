@@ -8,7 +8,7 @@ import ssl as _ssl
 from typing import Awaitable, Callable, Iterable, Mapping, Sequence
 
 from ..dimse import commands as C
-from ..dimse.fragments import Message
+from ..dimse.fragments import DatasetSink, Message
 from ..services.echo import handle_echo
 from ..uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, VERIFICATION_SOP_CLASS
 from ..ul import pdu as P
@@ -71,6 +71,10 @@ class Server:
         self.handlers: dict[int, RequestHandler] = {C.C_ECHO_RQ: handle_echo}
         if handlers:
             self.handlers.update(handlers)
+        #: Optional ``(assoc, context_id, command) -> DatasetSink | None``: lets a
+        #: service stream incoming data sets (e.g. C-STORE to disk) instead of
+        #: buffering them; see :func:`aiodicom.services.store.serve_store`.
+        self.dataset_sink_factory: Callable[[Association, int, C.Command], DatasetSink | None] | None = None
         self.policy = AcceptorPolicy(
             ae_title=ae_title,
             supported=self.contexts,

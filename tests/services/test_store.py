@@ -1,0 +1,671 @@
+"""C-STORE SCU and SCP: aiodicom against aiodicom over loopback.
+
+Every async test runs on asyncio and on uvloop (tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import gc
+import hashlib
+import logging
+import os
+import struct
+import tracemalloc
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset
+
+import aiodicom
+from aiodicom import cli
+from aiodicom.dataset import EncodedDataset
+from aiodicom.dimse.commands import C_STORE_RQ, Command
+from aiodicom.part10 import Part10Writer, read_part10_dataset, read_part10_info
+from aiodicom.services import store as store_mod
+from aiodicom.services.store import (
+    HANDLER_FAILED,
+    ServiceError,
+    StoreRequest,
+    serve_store,
+    store_response,
+    store_to_directory,
+)
+from aiodicom.uids import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    RLELossless,
+)
+
+VERIFICATION = "1.2.840.10008.1.1"
+CT = "1.2.840.10008.5.1.4.1.1.2"
+MR = "1.2.840.10008.5.1.4.1.1.4"
+SC = "1.2.840.10008.5.1.4.1.1.7"
+NATIVE = [ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian]
+NATIVE_FILES = {
+    ExplicitVRLittleEndian: "MR_small.dcm",
+    ImplicitVRLittleEndian: "MR_small_implicit.dcm",
+    ExplicitVRBigEndian: "MR_small_bigendian.dcm",
+    DeflatedExplicitVRLittleEndian: "image_dfl.dcm",
+}
+
+
+def sample(name: str) -> str:
+    path = get_testdata_file(name)
+    if path is None:  # pragma: no cover
+        pytest.skip(f"pydicom test file {name} unavailable")
+    return str(path)
+
+
+@pytest.fixture(autouse=True)
+def _no_unexpected_errors(caplog: pytest.LogCaptureFixture) -> Any:
+    """No asyncio 'never retrieved' noise; error logs only where a test expects them."""
+    caplog.set_level(logging.INFO)
+    yield
+    gc.collect()
+    bad = [
+        r
+        for when in ("setup", "call", "teardown")
+        for r in caplog.get_records(when)  # type: ignore[arg-type]
+        if r.levelno >= logging.ERROR and r.name.startswith("asyncio")
+    ]
+    assert not bad, [r.getMessage() for r in bad]
+
+
+class Recorder:
+    """A storage handler that keeps the requests (and their bytes) it saw."""
+
+    def __init__(self, status: int = 0) -> None:
+        self.status = status
+        self.requests: list[StoreRequest] = []
+        self.data: list[bytes] = []
+
+    async def __call__(self, req: StoreRequest) -> int:
+        assert not req.encoded.is_decoded  # lazy: nothing decoded unless asked
+        self.requests.append(req)
+        self.data.append(req.encoded.tobytes())
+        return self.status
+
+
+async def start_server(
+    handler: Any, *, sop_classes: Any = None, transfer_syntaxes: Any = None, max_pdu: int = 262144
+) -> aiodicom.Server:
+    server = aiodicom.Server("STORESCP", max_pdu_length=max_pdu, dimse_timeout=10.0)
+    kwargs: dict[str, Any] = {}
+    if sop_classes is not None:
+        kwargs["sop_classes"] = sop_classes
+    if transfer_syntaxes is not None:
+        kwargs["transfer_syntaxes"] = transfer_syntaxes
+    serve_store(server, handler, **kwargs)
+    await server.start("127.0.0.1", 0)
+    return server
+
+
+def connect(server: aiodicom.Server, contexts: list[Any], **kw: Any) -> aiodicom.associate:
+    return aiodicom.associate(
+        "127.0.0.1", server.port, called_ae="STORESCP", calling_ae="STORESCU", contexts=contexts,
+        dimse_timeout=10.0, **kw,
+    )
+
+
+@pytest.fixture
+async def recorder_server() -> AsyncIterator[tuple[aiodicom.Server, Recorder]]:
+    rec = Recorder()
+    server = await start_server(rec)
+    try:
+        yield server, rec
+    finally:
+        await server.close(timeout=1.0)
+
+
+def dataset_bytes(path: str) -> bytes:
+    return read_part10_dataset(path)[1].tobytes()
+
+
+# ------------------------------------------------------------------ SCU: Dataset
+
+
+@pytest.mark.parametrize("ts", NATIVE)
+async def test_store_dataset_in_each_native_syntax(ts: str) -> None:
+    rec = Recorder()
+    server = await start_server(rec, sop_classes=[CT], transfer_syntaxes=[ts])
+    try:
+        ds = dcmread(sample("CT_small.dcm"))
+        async with connect(server, [(CT, NATIVE)]) as assoc:
+            status = await assoc.store(ds)
+            assert status == 0 and isinstance(status, aiodicom.Status) and status.is_success
+        (req,) = rec.requests
+        assert req.transfer_syntax == ts
+        assert req.sop_class_uid == CT and req.sop_instance_uid == ds.SOPInstanceUID
+        assert req.calling_ae == "STORESCU" and req.called_ae == "STORESCP"
+        assert req.peer_address is not None and req.peer_address[0] == "127.0.0.1"
+        got = req.dataset
+        assert got.PatientName == ds.PatientName
+        assert (got.pixel_array == ds.pixel_array).all()  # byte order handled for BE
+    finally:
+        await server.close(timeout=1.0)
+
+
+async def test_store_dataset_needs_sop_uids(recorder_server: Any) -> None:
+    server, rec = recorder_server
+    async with connect(server, [CT, VERIFICATION]) as assoc:
+        with pytest.raises(ValueError, match="SOPClassUID|SOPInstanceUID"):
+            await assoc.store(Dataset())
+        assert await assoc.echo() == 0
+
+
+async def test_store_dataset_without_context_raises(recorder_server: Any) -> None:
+    server, rec = recorder_server
+    ds = dcmread(sample("CT_small.dcm"))
+    async with connect(server, [MR, VERIFICATION]) as assoc:
+        with pytest.raises(aiodicom.NoAcceptedContext, match=CT):
+            await assoc.store(ds)
+        assert await assoc.echo() == 0
+    assert rec.requests == []
+
+
+async def test_store_dataset_priority_and_move_originator(recorder_server: Any) -> None:
+    server, rec = recorder_server
+    ds = dcmread(sample("CT_small.dcm"))
+    async with connect(server, [CT]) as assoc:
+        assert await assoc.store(ds, priority=1, move_originator=("MOVESCU", 77)) == 0
+    (req,) = rec.requests
+    assert req.priority == 1
+    assert req.move_originator == ("MOVESCU", 77)
+
+
+# ------------------------------------------------------------------ SCU: files
+
+
+@pytest.mark.parametrize("ts", NATIVE)
+async def test_store_file_sends_stored_bytes(ts: str, recorder_server: Any) -> None:
+    server, rec = recorder_server
+    path = sample(NATIVE_FILES[ts])
+    info = read_part10_info(path)
+    assert info.transfer_syntax == ts
+    async with connect(server, [(info.sop_class_uid, [ts])]) as assoc:
+        assert await assoc.store(path) == 0
+        assert await assoc.store(Path(path)) == 0  # PathLike too
+    assert rec.requests[0].transfer_syntax == ts
+    assert rec.data[0] == dataset_bytes(path)  # not re-encoded
+    assert rec.data[1] == rec.data[0]
+
+
+@pytest.mark.parametrize("ts", [ImplicitVRLittleEndian, ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian])
+async def test_store_file_reencoded_to_other_native_syntax(ts: str) -> None:
+    rec = Recorder()
+    path = sample(NATIVE_FILES[ts])
+    info = read_part10_info(path)
+    server = await start_server(rec, sop_classes=[info.sop_class_uid], transfer_syntaxes=[ExplicitVRLittleEndian])
+    try:
+        async with connect(server, [(info.sop_class_uid, [ts, ExplicitVRLittleEndian])]) as assoc:
+            assert await assoc.store(path) == 0
+    finally:
+        await server.close(timeout=1.0)
+    (req,) = rec.requests
+    assert req.transfer_syntax == ExplicitVRLittleEndian
+    original = dcmread(path)
+    got = req.dataset
+    assert got.SOPInstanceUID == original.SOPInstanceUID
+    assert (got.pixel_array == original.pixel_array).all()
+
+
+async def test_store_native_file_into_big_endian_context() -> None:
+    rec = Recorder()
+    path = sample("MR_small.dcm")
+    server = await start_server(rec, sop_classes=[MR], transfer_syntaxes=[ExplicitVRBigEndian])
+    try:
+        async with connect(server, [(MR, [ExplicitVRLittleEndian, ExplicitVRBigEndian])]) as assoc:
+            assert await assoc.store(path) == 0
+    finally:
+        await server.close(timeout=1.0)
+    (req,) = rec.requests
+    assert req.transfer_syntax == ExplicitVRBigEndian
+    assert (req.dataset.pixel_array == dcmread(path).pixel_array).all()
+
+
+@pytest.mark.parametrize("name", ["MR_small_RLE.dcm", "JPEG2000.dcm"])
+async def test_store_compressed_file_byte_identical(name: str, tmp_path: Path) -> None:
+    path = sample(name)
+    info = read_part10_info(path)
+    server = await start_server(store_to_directory(tmp_path / "in", fsync=False))
+    try:
+        async with connect(server, [(info.sop_class_uid, [info.transfer_syntax])]) as assoc:
+            assert await assoc.store(path) == 0
+    finally:
+        await server.close(timeout=1.0)
+    stored = tmp_path / "in" / f"{info.sop_instance_uid}.dcm"
+    got_info, got = read_part10_dataset(stored)
+    assert got_info.transfer_syntax == info.transfer_syntax
+    assert got_info.sop_class_uid == info.sop_class_uid
+    assert got.tobytes() == dataset_bytes(path)
+    assert dcmread(stored).PixelData == dcmread(path).PixelData
+
+
+async def test_store_compressed_file_to_uncompressed_context_is_refused(recorder_server: Any) -> None:
+    server, rec = recorder_server
+    path = sample("MR_small_RLE.dcm")
+    async with connect(server, [(MR, [ExplicitVRLittleEndian]), VERIFICATION]) as assoc:
+        with pytest.raises(aiodicom.NoAcceptedContext) as info:
+            await assoc.store(path)
+        message = str(info.value)
+        assert "RLE Lossless" in message and "Explicit VR Little Endian" in message
+        assert "transcode" in message
+        assert await assoc.echo() == 0  # nothing was sent; still usable
+    assert rec.requests == []
+    # A compressed Dataset likewise
+    async with connect(server, [(MR, [ExplicitVRLittleEndian])]) as assoc:
+        with pytest.raises(aiodicom.NoAcceptedContext):
+            await assoc.store(dcmread(path))
+
+
+async def test_store_file_uses_the_data_sets_own_uids(recorder_server: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """rtdose.dcm's File Meta names another instance than its data set does."""
+    server, rec = recorder_server
+    path = sample("rtdose.dcm")
+    meta_uid = read_part10_info(path).sop_instance_uid
+    ds_uid = dcmread(path).SOPInstanceUID
+    assert meta_uid != ds_uid
+    async with connect(server, [(read_part10_info(path).sop_class_uid, [ImplicitVRLittleEndian])]) as assoc:
+        assert await assoc.store(path) == 0
+    assert rec.requests[0].sop_instance_uid == ds_uid
+    assert any("File Meta names" in r.getMessage() for r in caplog.records)
+
+
+async def test_store_file_not_dicom(recorder_server: Any, tmp_path: Path) -> None:
+    server, _ = recorder_server
+    bogus = tmp_path / "x.dcm"
+    bogus.write_bytes(b"hello")
+    async with connect(server, [CT]) as assoc:
+        with pytest.raises(ValueError, match="Part 10"):
+            await assoc.store(bogus)
+        with pytest.raises(FileNotFoundError):
+            await assoc.store(tmp_path / "missing.dcm")
+
+
+async def test_streamed_file_small_pdus_byte_identical(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The streaming path (forced for a small file) with a 4 KiB peer PDU limit."""
+    monkeypatch.setattr(store_mod, "_STREAM_THRESHOLD", 0)
+    monkeypatch.setattr(store_mod, "_CHUNK", 4097)  # odd chunks exercise the carry byte
+    rec = Recorder()
+    server = await start_server(rec, max_pdu=4096)
+    try:
+        path = sample("CT_small.dcm")
+        async with connect(server, [CT]) as assoc:
+            assert await assoc.store(path) == 0
+            assert await assoc.store(path) == 0
+    finally:
+        await server.close(timeout=1.0)
+    assert rec.data[0] == dataset_bytes(path)
+    assert rec.data[1] == rec.data[0]
+
+
+async def test_send_streaming_odd_chunks_and_async_iterables(recorder_server: Any) -> None:
+    server, rec = recorder_server
+    payload = bytes(range(256)) * 41 + b"\x01"  # odd total
+
+    def pieces() -> list[bytes]:
+        out, i, step = [], 0, 1
+        while i < len(payload):
+            out.append(payload[i : i + step])
+            i += step
+            step = step * 3 + 1
+        return out
+
+    async def apieces() -> AsyncIterator[bytes]:
+        for p in [b""] + pieces():
+            yield p
+
+    async with connect(server, [CT]) as assoc:
+        ctx = assoc.find_context(CT)
+        assert ctx is not None
+        for chunks in (pieces(), apieces(), [payload]):
+            mid = assoc.next_message_id()
+            cmd = Command(
+                C_STORE_RQ, message_id=mid, affected_sop_class_uid=CT, affected_sop_instance_uid="1.2.3", priority=0
+            )
+            op = assoc.open_operation(ctx.context_id, mid)
+            await assoc.send_streaming(ctx.context_id, cmd, chunks, len(payload))
+            rsp = await assoc.next_response(op)
+            assoc.close_operation(mid)
+            assert rsp.command.status == 0
+    assert rec.data == [payload, payload, payload]
+
+
+async def test_send_streaming_short_data_aborts(recorder_server: Any) -> None:
+    server, rec = recorder_server
+    async with connect(server, [CT]) as assoc:
+        ctx = assoc.find_context(CT)
+        assert ctx is not None
+        cmd = Command(C_STORE_RQ, message_id=1, affected_sop_class_uid=CT, affected_sop_instance_uid="1.2", priority=0)
+        with pytest.raises(ValueError, match="expected 100"):
+            await assoc.send_streaming(ctx.context_id, cmd, [b"ab"], 100)
+        await asyncio.wait_for(assoc.wait_closed(), 10)
+        assert not assoc.is_established
+    assert rec.requests == []
+
+
+# ------------------------------------------------------------------ SCP behaviour
+
+
+async def test_handler_exception_answers_failure_and_association_survives(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    calls = 0
+
+    async def handler(req: StoreRequest) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("disk on fire")
+        return 0
+
+    server = await start_server(handler)
+    try:
+        ds = dcmread(sample("CT_small.dcm"))
+        async with connect(server, [CT]) as assoc:
+            rsp = await store_response(assoc, ds)
+            assert rsp.status == HANDLER_FAILED
+            assert aiodicom.Status(rsp.status).is_failure
+            assert rsp.error_comment is not None and "disk on fire" in rsp.error_comment
+            assert rsp.affected_sop_instance_uid == ds.SOPInstanceUID
+            assert await assoc.store(ds) == 0  # the association keeps working
+    finally:
+        await server.close(timeout=1.0)
+    logged = [r for r in caplog.records if r.exc_info and "disk on fire" in str(r.exc_info[1])]
+    assert len(logged) == 1
+
+
+@pytest.mark.parametrize(
+    "exc, status",
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), 0xA700),
+        (ServiceError(0xA900, "does not match"), 0xA900),
+        (ValueError(), HANDLER_FAILED),
+    ],
+)
+async def test_handler_exception_statuses(exc: BaseException, status: int) -> None:
+    async def handler(req: StoreRequest) -> int:
+        raise exc
+
+    server = await start_server(handler)
+    try:
+        async with connect(server, [CT]) as assoc:
+            rsp = await store_response(assoc, dcmread(sample("CT_small.dcm")))
+            assert rsp.status == status
+            assert rsp.error_comment
+    finally:
+        await server.close(timeout=1.0)
+
+
+async def test_handler_status_passed_through() -> None:
+    server = await start_server(Recorder(status=0xB000))
+    try:
+        async with connect(server, [CT]) as assoc:
+            status = await assoc.store(dcmread(sample("CT_small.dcm")))
+            assert status == 0xB000 and status.is_warning
+    finally:
+        await server.close(timeout=1.0)
+
+
+async def test_store_to_directory_writes_part10(tmp_path: Path) -> None:
+    target = tmp_path / "store"
+    server = await start_server(store_to_directory(target, fsync=False))
+    try:
+        ds = dcmread(sample("CT_small.dcm"))
+        async with connect(server, [CT, (MR, NATIVE)]) as assoc:
+            assert await assoc.store(ds) == 0
+            assert await assoc.store(sample("MR_small_bigendian.dcm")) == 0
+    finally:
+        await server.close(timeout=1.0)
+    ct = target / f"{ds.SOPInstanceUID}.dcm"
+    back = dcmread(ct)
+    assert back.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+    assert back.file_meta.SourceApplicationEntityTitle == "STORESCU"
+    assert back.PixelData == ds.PixelData
+    names = sorted(p.name for p in target.iterdir())
+    assert len(names) == 2 and not any(n.startswith(".") for n in names)  # no temp files left
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
+async def test_store_to_directory_in_memory_path(tmp_path: Path) -> None:
+    """The handler also works without the streaming sink (fragments in memory)."""
+    handler = store_to_directory(tmp_path, fsync=False)
+    server = aiodicom.Server("STORESCP")
+    serve_store(server, lambda req: handler(req))  # a plain callable: no dataset_sink
+    assert server.dataset_sink_factory is None
+    await server.start("127.0.0.1", 0)
+    try:
+        ds = dcmread(sample("CT_small.dcm"))
+        async with connect(server, [CT]) as assoc:
+            assert await assoc.store(ds) == 0
+            ds2 = Dataset()
+            ds2.SOPClassUID = CT
+            ds2.SOPInstanceUID = "../../evil"
+            rsp = await store_response(assoc, ds2)
+            assert rsp.status == 0x0117
+    finally:
+        await server.close(timeout=1.0)
+    assert [p.name for p in tmp_path.iterdir()] == [f"{ds.SOPInstanceUID}.dcm"]
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
+@pytest.mark.parametrize("uid", ["../../x", "1.2.3/../../x", "/etc/passwd", "1.2..3", ".."])
+async def test_hostile_sop_instance_uid_refused(uid: str, tmp_path: Path) -> None:
+    target = tmp_path / "a" / "b" / "store"
+    server = await start_server(store_to_directory(target, fsync=False))
+    try:
+        ds = dcmread(sample("CT_small.dcm"))
+        ds.SOPInstanceUID = uid
+        async with connect(server, [CT]) as assoc:
+            rsp = await store_response(assoc, ds)
+            assert rsp.status == 0x0117
+            assert rsp.error_comment == "invalid SOP Instance UID"
+            ds.SOPInstanceUID = "1.2.3.4"
+            assert await assoc.store(ds) == 0
+    finally:
+        await server.close(timeout=1.0)
+    files = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert files == [os.path.join("a", "b", "store", "1.2.3.4.dcm")]
+
+
+async def test_sop_class_must_match_context(tmp_path: Path) -> None:
+    rec = Recorder()
+    server = await start_server(rec)
+    try:
+        async with connect(server, [CT, MR]) as assoc:
+            ctx = assoc.find_context(MR)
+            assert ctx is not None
+            ds = dcmread(sample("CT_small.dcm"))
+            cmd = Command(
+                C_STORE_RQ, message_id=5, affected_sop_class_uid=CT,
+                affected_sop_instance_uid=ds.SOPInstanceUID, priority=0,
+            )
+            data = EncodedDataset.from_dataset(ds, ctx.transfer_syntax).fragments
+            rsp = await assoc.send_request(ctx.context_id, cmd, data)
+            assert rsp.command.status == 0x0122
+            assert await assoc.store(ds) == 0
+    finally:
+        await server.close(timeout=1.0)
+    assert len(rec.requests) == 1
+
+
+async def test_write_error_while_streaming_answers_out_of_resources(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def full(self: Part10Writer, buf: Any) -> None:
+        self.abort()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Part10Writer, "write", full)
+    server = await start_server(store_to_directory(tmp_path, fsync=False))
+    try:
+        async with connect(server, [CT]) as assoc:
+            rsp = await store_response(assoc, dcmread(sample("CT_small.dcm")))
+            assert rsp.status == 0xA700
+            assert rsp.error_comment is not None and "space" in rsp.error_comment
+            monkeypatch.undo()
+            assert await assoc.store(sample("CT_small.dcm")) == 0
+    finally:
+        await server.close(timeout=1.0)
+    assert len(list(tmp_path.iterdir())) == 1
+
+
+def _write_big_instance(path: Path, size: int) -> str:
+    """A Part 10 file of about ``size`` bytes written in chunks (never in memory)."""
+    ds = Dataset()
+    ds.SOPClassUID = SC
+    ds.SOPInstanceUID = "1.2.826.0.1.3680043.9.7133.1.99"
+    ds.PatientID = "BIG"
+    head = EncodedDataset.from_dataset(ds, ExplicitVRLittleEndian).tobytes()
+    w = Part10Writer(path, SC, ds.SOPInstanceUID, ExplicitVRLittleEndian, fsync=False)
+    w.write(head)
+    w.write(struct.pack("<HH2s2xI", 0x7FE0, 0x0010, b"OB", size))
+    block = hashlib.sha256(b"x").digest() * (1 << 15)  # 1 MiB
+    for _ in range(size // len(block)):
+        w.write(block)
+    w.commit()
+    return str(ds.SOPInstanceUID)
+
+
+def _file_digest(path: Path, offset: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fp:
+        fp.seek(offset)
+        while chunk := fp.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+async def test_large_instance_streamed_with_bounded_memory(tmp_path: Path) -> None:
+    size = 64 << 20
+    src = tmp_path / "big.dcm"
+    uid = _write_big_instance(src, size)
+    target = tmp_path / "store"
+    server = await start_server(store_to_directory(target, fsync=False))
+    try:
+        gc.collect()
+        tracemalloc.start()
+        try:
+            async with connect(server, [(SC, [ExplicitVRLittleEndian])]) as assoc:
+                assert await assoc.store(src) == 0
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    finally:
+        await server.close(timeout=1.0)
+    # SCU and SCP both ran in this process: neither held the 64 MiB instance.
+    assert peak < 16 << 20, f"peak traced memory {peak / 2**20:.1f} MiB"
+    stored = target / f"{uid}.dcm"
+    a, b = read_part10_info(src), read_part10_info(stored)
+    assert b.dataset_length == a.dataset_length
+    assert _file_digest(stored, b.dataset_offset) == _file_digest(src, a.dataset_offset)
+
+
+async def test_generic_handler_gets_dataset_lazily(recorder_server: Any) -> None:
+    server, rec = recorder_server
+    ds = dcmread(sample("CT_small.dcm"))
+    async with connect(server, [CT]) as assoc:
+        assert await assoc.store(ds) == 0
+    (req,) = rec.requests
+    assert req.message_id >= 1 and req.context_id == 1
+    assert req.fragments and sum(len(f) for f in req.fragments) == len(rec.data[0])
+    assert req.dataset.SOPInstanceUID == ds.SOPInstanceUID
+    assert req.encoded.is_decoded
+    assert "StoreRequest" in repr(req)
+
+
+# ------------------------------------------------------------------ CLI
+
+
+async def _run_cli(argv: list[str]) -> int:
+    return await asyncio.to_thread(cli.main, argv)
+
+
+async def test_cli_store_files_and_folders(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "received"
+    server = await start_server(store_to_directory(target, fsync=False))
+    src = tmp_path / "src" / "deeper"
+    src.mkdir(parents=True)
+    # distinct SOP Instance UIDs; native and compressed, little and big endian
+    names = ["CT_small.dcm", "MR_small_RLE.dcm", "SC_rgb_small_odd_big_endian.dcm", "JPEG2000.dcm"]
+    for n in names:
+        (src / n).write_bytes(Path(sample(n)).read_bytes())
+    (src / "README.txt").write_text("not dicom")
+    single = sample("rtdose.dcm")
+    try:
+        rc = await _run_cli(
+            ["store", "127.0.0.1", str(server.port), "--aec", "STORESCP", str(tmp_path / "src"), single]
+        )
+    finally:
+        await server.close(timeout=1.0)
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "5 stored, 0 failed, 1 skipped" in out
+    assert "[5/5]" in err
+    uids = {dcmread(sample(n)).SOPInstanceUID for n in names + ["rtdose.dcm"]}
+    assert len(uids) == 5
+    assert {p.name for p in target.iterdir()} == {f"{u}.dcm" for u in uids}
+    # compressed ones went through unchanged
+    rle = read_part10_info(sample("MR_small_RLE.dcm"))
+    assert read_part10_dataset(target / f"{rle.sop_instance_uid}.dcm")[1].tobytes() == dataset_bytes(
+        sample("MR_small_RLE.dcm")
+    )
+
+
+async def test_cli_store_reports_failures(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    calls = 0
+
+    async def handler(req: StoreRequest) -> int:
+        nonlocal calls
+        calls += 1
+        return 0xA700 if calls == 1 else 0
+
+    server = await start_server(handler)
+    bogus = tmp_path / "bogus.dcm"
+    bogus.write_bytes(b"nope")
+    try:
+        rc = await _run_cli(
+            ["store", "127.0.0.1", str(server.port), sample("CT_small.dcm"), sample("MR_small.dcm"), str(bogus)]
+        )
+    finally:
+        await server.close(timeout=1.0)
+    out, err = capsys.readouterr()
+    assert rc == 1
+    assert "1 stored, 2 failed" in out
+    assert "FAILED" in err and "0xA700" in err and "bogus.dcm" in err
+
+
+async def test_cli_store_nothing_to_send(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = await _run_cli(["store", "127.0.0.1", "9", str(tmp_path)])
+    assert rc == 1
+    assert "no DICOM files found" in capsys.readouterr().err
+
+
+def test_store_batches_respect_context_limit() -> None:
+    infos = []
+    for i in range(70):
+        info = read_part10_info(sample("CT_small.dcm"))
+        info.sop_class_uid = f"1.2.3.{i}"
+        info2 = read_part10_info(sample("MR_small_RLE.dcm"))
+        info2.sop_class_uid = f"1.2.3.{i}"
+        infos += [info, info2]
+    batches = cli._store_batches(infos)
+    assert len(batches) == 2
+    assert all(len(specs) <= 128 for specs, _ in batches)
+    assert sum(len(files) for _, files in batches) == 140
+    specs, _ = batches[0]
+    assert specs[:3] == [
+        ("1.2.3.0", [ExplicitVRLittleEndian]),
+        ("1.2.3.0", [RLELossless]),
+        ("1.2.3.0", [ImplicitVRLittleEndian]),  # fallback for re-encoding
+    ]
+    assert len(specs) == 126
+
