@@ -46,6 +46,9 @@ from ..dimse.commands import C_FIND_RQ, PRIORITY_MEDIUM, Command, response_to
 from ..dimse.fragments import Message
 from ..dimse.status import Status
 from ..uids import (
+    BreastImagingRelevantPatientInformationQuery,
+    CardiacRelevantPatientInformationQuery,
+    GeneralRelevantPatientInformationQuery,
     ModalityWorklistInformationModelFind,
     PatientRootQueryRetrieveInformationModelFind,
     PatientStudyOnlyQueryRetrieveInformationModelFind,
@@ -76,6 +79,10 @@ FIND_MODELS: dict[str, str] = {
     "study": StudyRootQueryRetrieveInformationModelFind,
     "patient_study": PatientStudyOnlyQueryRetrieveInformationModelFind,
     "worklist": ModalityWorklistInformationModelFind,
+    # Relevant Patient Information Query (PS3.4 Annex Q); see services/rpq.py
+    "rpq-general": GeneralRelevantPatientInformationQuery,
+    "rpq-breast": BreastImagingRelevantPatientInformationQuery,
+    "rpq-cardiac": CardiacRelevantPatientInformationQuery,
 }
 
 _IDENTIFIER_DOES_NOT_MATCH = 0xA900
