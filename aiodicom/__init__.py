@@ -21,6 +21,17 @@ from .aio.errors import (
 )
 from .aio.server import DEFAULT_TRANSFER_SYNTAXES, Server
 from .dimse.status import Status
+from .services.find import FindRequest, FindResults, serve_find
+from .services.get import GetRequest, GetResult, ReceivedInstance, get_contexts, retrieve_series, serve_get
+from .services.rpq import (
+    TEMPLATE_NOT_SUPPORTED,
+    RelevantPatientInfoError,
+    RelevantPatientRequest,
+    TemplateNotSupported,
+    build_relevant_patient_info,
+    serve_relevant_patient_info,
+)
+from .services.store import ServiceError, StoreRequest, serve_store, store_to_directory
 
 __version__ = "0.1.0"
 
@@ -31,10 +42,29 @@ __all__ = [
     "DEFAULT_TRANSFER_SYNTAXES",
     "DICOMError",
     "DIMSETimeout",
+    "FindRequest",
+    "FindResults",
+    "GetRequest",
+    "GetResult",
     "NoAcceptedContext",
+    "ReceivedInstance",
+    "RelevantPatientInfoError",
+    "RelevantPatientRequest",
     "Server",
+    "ServiceError",
     "Status",
+    "StoreRequest",
+    "TEMPLATE_NOT_SUPPORTED",
+    "TemplateNotSupported",
     "associate",
     "build_contexts",
+    "build_relevant_patient_info",
+    "get_contexts",
+    "retrieve_series",
+    "serve_find",
+    "serve_get",
+    "serve_relevant_patient_info",
+    "serve_store",
+    "store_to_directory",
     "__version__",
 ]

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
     from ..dimse.status import Status
     from ..services.find import FindResults
+    from ..services.get import GetOperation
     from .server import Server
 
 __all__ = ["Association"]
@@ -680,6 +681,29 @@ class Association(asyncio.Protocol):
 
         return await echo(self)
 
+    def get(
+        self,
+        identifier: Any,
+        model: str = "patient",
+        *,
+        write_to: str | os.PathLike[str] | None = None,
+        on_instance: Callable[[Any], Any] | None = None,
+        priority: int = 0,
+        fsync: bool = True,
+        timeout: float | None = -1.0,
+    ) -> GetOperation:
+        """C-GET: ``async with assoc.get(ds, "study", write_to=dir) as items: async for item in items``.
+
+        Yields received instances (C-STORE sub-operations on this association),
+        progress and the final result; see :func:`aiodicom.services.get.get`.
+        """
+        from ..services.get import get
+
+        return get(
+            self, identifier, model, write_to=write_to, on_instance=on_instance,
+            priority=priority, fsync=fsync, timeout=timeout,
+        )
+
     async def store(
         self,
         dataset_or_path: Dataset | str | os.PathLike[str],
@@ -706,6 +730,36 @@ class Association(asyncio.Protocol):
         from ..services.find import find
 
         return find(self, query, model, priority=priority)
+
+    async def relevant_patient_info(
+        self,
+        patient_id: str,
+        template: str = "9007",
+        *,
+        issuer: str | None = None,
+        return_keys: Iterable[str | int] = ("PatientName", "PatientBirthDate", "PatientSex"),
+        sop_class: str | None = None,
+        priority: int = 0,
+    ) -> Dataset | None:
+        """Relevant Patient Information Query (PS3.4 Annex Q) for one patient.
+
+        Returns the matching identifier (demographics plus the content tree of
+        ``template``: "9007" general, "9000" breast, "3802" cardiac) or None;
+        raises :class:`~aiodicom.services.rpq.RelevantPatientInfoError` for
+        C100 (more than one patient), C200 (template not supported) and other
+        failures.  See :func:`aiodicom.services.rpq.relevant_patient_info`.
+        """
+        from ..services.rpq import relevant_patient_info
+
+        return await relevant_patient_info(
+            self,
+            patient_id,
+            template,
+            issuer=issuer,
+            return_keys=return_keys,
+            sop_class=sop_class,
+            priority=priority,
+        )
 
     def __repr__(self) -> str:
         side = "requestor" if self.requestor else "acceptor"

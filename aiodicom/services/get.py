@@ -1,0 +1,1407 @@
+"""Query/Retrieve C-GET (PS3.4 C.4.3) with interleaved C-STORE sub-operations.
+
+A C-GET moves instances over the *same* association: the Q/R SCP answers the
+C-GET-RQ by sending each matching instance as a C-STORE-RQ on a storage
+context where the requestor holds the SCP role (PS3.7 D.3.3.4), with pending
+C-GET-RSPs (FF00) carrying the four sub-operation counters in between, and a
+final C-GET-RSP (facts sheet 4.6).
+
+SCU
+---
+:func:`get` (``assoc.get(...)``) returns a :class:`GetOperation`, an async
+iterator (and async context manager) that yields, in wire order,
+
+* :class:`ReceivedInstance` -- one per C-STORE sub-operation we accepted;
+* :class:`GetProgress` -- one per pending C-GET-RSP;
+* :class:`GetResult` -- the final C-GET-RSP, always the last item.
+
+Backpressure: the C-STORE-RSP for an instance is sent only when the consumer
+comes back for the next item, so with the usual asynchronous-operations
+window of 1 the SCP has at most one sub-operation outstanding and a slow
+consumer slows the sender.  The response reflects what happened to the
+instance: success once the consumer took it; 0xA700 when writing it failed
+for lack of space; 0xC000 when the ``on_instance`` callback raised, the Part
+10 write failed otherwise, the SOP Instance UID is not usable as a file name,
+or the consumer called :meth:`ReceivedInstance.reject`.  Refused instances
+are not yielded; they are listed in :attr:`GetResult.refused`.
+
+Leaving the loop early (``break``, an exception, :meth:`GetOperation.aclose`)
+sends C-CANCEL on the C-GET context and keeps answering incoming C-STOREs
+(refused, 0xC000) until the final C-GET-RSP, so the association stays
+usable.  Use ``async with assoc.get(...) as items: async for item in
+items: ...`` to make that cleanup run before the block exits; a bare ``async
+for`` + ``break`` schedules the same cleanup as a task when the iterator is
+garbage collected, and the next :func:`get` on the association waits for it.
+
+SCP
+---
+:func:`serve_get` registers a handler ``handler(req: GetRequest)`` that
+returns (or is an async generator of) the matching instances: pydicom
+Datasets, Part 10 file paths (``str`` / ``os.PathLike``; sent without
+re-encoding when an accepted context has the file's transfer syntax),
+:class:`~aiodicom.dataset.EncodedDataset` objects (SOP UIDs read from the
+data set) or :class:`ReceivedInstance` objects (relay of a C-GET SCU).
+
+Counting (the choice we made): the total number of sub-operations is known
+when the handler yields an ``int`` first (as in pynetdicom) or returns a
+sized collection (``len()``); pending responses then carry Remaining.
+Otherwise instances are streamed as they come and pending responses omit
+Remaining (it is conditional in PS3.4); the library never buffers a whole
+result set to count it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import errno
+import inspect
+import logging
+import os
+import weakref
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Union, cast
+
+from pydicom.dataset import Dataset
+
+from ..aio.errors import AssociationAborted, DIMSETimeout, NoAcceptedContext
+from ..dataset import Buffer, DatasetDecodeError, EncodedDataset, decode_identifier, encode_identifier
+from ..dimse.commands import C_GET_RQ, C_STORE_RQ, C_STORE_RSP, PRIORITY_MEDIUM, Command, response_to
+from ..dimse.fragments import Message
+from ..dimse.status import Category, Status, category
+from ..part10 import read_part10_dataset, safe_instance_filename, write_part10
+from ..uids import (
+    COMPRESSED_TRANSFER_SYNTAXES,
+    STORAGE_SOP_CLASSES,
+    CompositeInstanceRetrieveWithoutBulkDataGet,
+    CompositeInstanceRootRetrieveGet,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientStudyOnlyQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelGet,
+)
+from ..ul.negotiation import AcceptedContext
+
+if TYPE_CHECKING:
+    from ..aio.association import Association
+    from ..aio.client import ContextSpec
+    from ..aio.server import Server
+
+__all__ = [
+    "GET_MODELS",
+    "COMMON_STORAGE_SOP_CLASSES",
+    "ReceivedInstance",
+    "GetProgress",
+    "GetResult",
+    "GetItem",
+    "GetOperation",
+    "get",
+    "get_contexts",
+    "get_identifier",
+    "retrieve",
+    "retrieve_series",
+    "GetRequest",
+    "GetSource",
+    "GetHandler",
+    "GetService",
+    "serve_get",
+]
+
+log = logging.getLogger("aiodicom.get")
+
+#: Short names accepted for ``model``.
+GET_MODELS: Mapping[str, str] = {
+    "patient": PatientRootQueryRetrieveInformationModelGet,
+    "study": StudyRootQueryRetrieveInformationModelGet,
+    "psonly": PatientStudyOnlyQueryRetrieveInformationModelGet,
+    "composite": CompositeInstanceRootRetrieveGet,
+}
+
+#: Storage SOP classes a C-GET SCU proposes by default (about 100 of the most
+#: common, so that they fit with the Q/R contexts in the 128-context limit).
+COMMON_STORAGE_SOP_CLASSES: tuple[str, ...] = tuple(
+    "1.2.840.10008.5.1.4.1.1." + suffix
+    for suffix in (
+        # projection radiography, CT, MR, US, secondary capture
+        "1", "1.1", "1.1.1", "1.2", "1.2.1", "1.3", "1.3.1",
+        "2", "2.1", "2.2", "3.1", "4", "4.1", "4.2", "4.3", "4.4",
+        "6.1", "6.2", "7", "7.1", "7.2", "7.3", "7.4",
+        # waveforms
+        "9.1.1", "9.1.2", "9.1.3", "9.2.1", "9.3.1", "9.4.1", "9.4.2", "9.5.1", "9.6.1",
+        # presentation states
+        "11.1", "11.2", "11.3", "11.4", "11.5",
+        # angio / fluoro / 3D X-ray / breast tomo / IVOCT
+        "12.1", "12.1.1", "12.2", "12.2.1", "13.1.1", "13.1.2", "13.1.3", "13.1.4", "13.1.5",
+        "14.1", "14.2",
+        # NM, parametric map, raw data, registration, segmentation
+        "20", "30", "66", "66.1", "66.2", "66.3", "66.4", "66.5", "67",
+        # visible light
+        "77.1.1", "77.1.1.1", "77.1.2", "77.1.2.1", "77.1.3", "77.1.4", "77.1.4.1",
+        "77.1.5.1", "77.1.5.2", "77.1.5.4", "77.1.5.7", "77.1.5.8", "77.1.6", "77.1.7",
+        # ophthalmic maps
+        "81.1", "82.1",
+        # structured reports
+        "88.11", "88.22", "88.33", "88.34", "88.35", "88.40", "88.50", "88.59", "88.65",
+        "88.67", "88.68", "88.69", "88.71", "88.72", "88.73",
+        # encapsulated documents
+        "104.1", "104.2", "104.3",
+        # PET
+        "128", "128.1", "130",
+        # radiotherapy
+        "481.1", "481.2", "481.3", "481.4", "481.5", "481.6", "481.7", "481.8", "481.9",
+    )
+)
+
+_STATUS_SUCCESS = 0x0000
+_STATUS_PENDING = 0xFF00
+_STATUS_CANCEL = 0xFE00
+_STATUS_OUT_OF_RESOURCES = 0xA700
+_STATUS_SUBOPS_FAILED = 0xA702
+_STATUS_IDENTIFIER_MISMATCH = 0xA900
+_STATUS_SUBOPS_WARNING = 0xB000
+_STATUS_UNABLE = 0xC000
+_STATUS_SOP_CLASS_NOT_SUPPORTED = 0x0122
+
+_TAG_QR_LEVEL = 0x00080052
+_TAG_FAILED_UIDS = 0x00080058
+
+#: Unique key of each Q/R level (facts sheet 4.2).
+_LEVEL_KEYS: dict[str, tuple[int, str]] = {
+    "PATIENT": (0x00100020, "PatientID"),
+    "STUDY": (0x0020000D, "StudyInstanceUID"),
+    "SERIES": (0x0020000E, "SeriesInstanceUID"),
+    "IMAGE": (0x00080018, "SOPInstanceUID"),
+}
+_ALL_LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
+#: Levels of each GET information model, top down.
+_MODEL_LEVELS: dict[str, tuple[str, ...]] = {
+    PatientRootQueryRetrieveInformationModelGet: _ALL_LEVELS,
+    StudyRootQueryRetrieveInformationModelGet: ("STUDY", "SERIES", "IMAGE"),
+    PatientStudyOnlyQueryRetrieveInformationModelGet: ("PATIENT", "STUDY"),
+    CompositeInstanceRootRetrieveGet: ("STUDY", "SERIES", "IMAGE"),
+    CompositeInstanceRetrieveWithoutBulkDataGet: ("STUDY", "SERIES", "IMAGE"),
+}
+
+#: Native syntaxes we convert between (decode + re-encode).  Big endian is
+#: excluded: pydicom does not byte-swap OW/OF values, so Pixel Data would be
+#: corrupted; a big endian instance is only sent on a big endian context.
+_CONVERTIBLE = (ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian)
+
+#: Default transfer syntaxes an SCP accepts on storage contexts (uncompressed
+#: first, so a context offering both is used uncompressed).
+_DEFAULT_STORAGE_TS: tuple[str, ...] = (
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
+    "1.2.840.10008.1.2.2",
+    *COMPRESSED_TRANSFER_SYNTAXES,
+)
+
+
+def _model_uid(model: str) -> str:
+    uid = GET_MODELS.get(model.lower(), model)
+    if not uid or not all(c.isdigit() or c == "." for c in uid):
+        raise ValueError(f"unknown C-GET information model {model!r}")
+    return uid
+
+
+def _nospace(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
+# ============================================================================
+# SCU: the items a retrieve yields
+# ============================================================================
+
+
+class ReceivedInstance:
+    """An instance received as a C-STORE sub-operation of a C-GET.
+
+    The data set is kept encoded (:attr:`fragments`, as received); it is
+    decoded with pydicom only when :attr:`dataset` is first read.
+    """
+
+    kind = "instance"
+
+    __slots__ = (
+        "sop_class_uid",
+        "sop_instance_uid",
+        "transfer_syntax",
+        "encoded",
+        "path",
+        "context_id",
+        "message_id",
+        "status",
+        "error_comment",
+    )
+
+    def __init__(
+        self,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        encoded: EncodedDataset,
+        *,
+        context_id: int = 0,
+        message_id: int = 0,
+        path: Path | None = None,
+    ) -> None:
+        self.sop_class_uid = sop_class_uid
+        self.sop_instance_uid = sop_instance_uid
+        self.transfer_syntax = encoded.transfer_syntax
+        self.encoded = encoded
+        #: Where the instance was written (``write_to``), else None.
+        self.path = path
+        self.context_id = context_id
+        self.message_id = message_id
+        #: The C-STORE-RSP status that will be sent (0 unless :meth:`reject`).
+        self.status = _STATUS_SUCCESS
+        self.error_comment: str | None = None
+
+    @property
+    def fragments(self) -> list[Buffer]:
+        """The encoded data set, as received (no copy)."""
+        return self.encoded.fragments
+
+    @property
+    def dataset(self) -> Dataset:
+        """The decoded data set (decoded once, on first access)."""
+        return self.encoded.decode()
+
+    def reject(self, status: int = _STATUS_UNABLE, comment: str | None = None) -> None:
+        """Answer this sub-operation with a failure (or warning) ``status``.
+
+        Call it before asking for the next item; the C-STORE-RSP is sent then.
+        """
+        self.status = int(status)
+        self.error_comment = comment
+
+    def __repr__(self) -> str:
+        return f"<ReceivedInstance {self.sop_instance_uid} ({self.sop_class_uid}, {self.transfer_syntax})>"
+
+
+@dataclass
+class GetProgress:
+    """A pending C-GET-RSP: the SCP's sub-operation counters so far."""
+
+    status: Status
+    remaining: int | None
+    completed: int | None
+    failed: int | None
+    warning: int | None
+
+    kind = "progress"
+
+
+@dataclass
+class GetResult:
+    """The final C-GET-RSP, plus what we refused on our side."""
+
+    status: Status
+    remaining: int | None = None
+    completed: int | None = None
+    failed: int | None = None
+    warning: int | None = None
+    #: FailedSOPInstanceUIDList (0008,0058) of the response identifier.
+    failed_sop_instance_uids: list[str] = field(default_factory=list)
+    error_comment: str | None = None
+    offending_element: list[int] | None = None
+    #: The decoded response identifier, if the SCP sent one.
+    identifier: Dataset | None = None
+    #: Instances we accepted (and yielded).
+    received: int = 0
+    #: Files written under ``write_to`` during this retrieve.
+    files: list[Path] = field(default_factory=list)
+    #: SOP Instance UID -> the failure status we answered its C-STORE with.
+    refused: dict[str, int] = field(default_factory=dict)
+    #: True when the operation was cancelled by us (early exit).
+    cancelled: bool = False
+
+    kind = "result"
+
+    @property
+    def category(self) -> Category:
+        """The status class of :attr:`status`."""
+        return category(self.status)
+
+    @property
+    def ok(self) -> bool:
+        """True when every sub-operation succeeded (status 0x0000)."""
+        return self.status == _STATUS_SUCCESS
+
+
+#: What a :class:`GetOperation` yields.
+GetItem = Union[ReceivedInstance, GetProgress, GetResult]
+
+#: ``on_instance`` callback: may be sync or async; a returned int is used as
+#: the C-STORE-RSP status, raising refuses the instance.
+InstanceCallback = Callable[[ReceivedInstance], Any]
+
+
+class _Inbox:
+    """Where the association drops incoming C-STORE-RQs during a retrieve.
+
+    Each store is stamped with the number of C-GET responses delivered
+    before it, so that stores and responses are taken in wire order.  Kept
+    apart from :class:`GetOperation` so the association does not keep the
+    operation alive (its finalizer schedules the cleanup).
+    """
+
+    __slots__ = ("stores", "waiter", "op", "taken")
+
+    def __init__(self) -> None:
+        self.stores: collections.deque[tuple[int, Message]] = collections.deque()
+        self.waiter: asyncio.Future[None] | None = None
+        self.op: Any = None  # the association's operation record of the C-GET
+        self.taken = 0  # C-GET responses taken so far
+
+    def put(self, msg: Message) -> None:
+        op = self.op
+        self.stores.append((self.taken + (len(op.messages) if op is not None else 0), msg))
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+
+# Association -> the cleanup (C-CANCEL and drain) of its last retrieve; the
+# next get() on the association waits for it (an abandoned iterator's cleanup
+# runs as a task).
+_CLOSING: weakref.WeakKeyDictionary[Association, asyncio.Future[None]] = weakref.WeakKeyDictionary()
+_CLEANUPS: set[asyncio.Future[None]] = set()
+
+
+def _identifier_dataset(identifier: Dataset | Mapping[str, Any]) -> Dataset:
+    if isinstance(identifier, Dataset):
+        return identifier
+    ds = Dataset()
+    for key, value in identifier.items():
+        setattr(ds, key, value)
+    return ds
+
+
+class GetOperation:
+    """One C-GET as an async iterator of :data:`GetItem` (see the module doc).
+
+    Also an async context manager: leaving the ``async with`` block before
+    the final response cancels the retrieve and drains it.  After the
+    iteration ends, :attr:`result` holds the :class:`GetResult`.
+    """
+
+    def __init__(
+        self,
+        assoc: Association,
+        identifier: Dataset | Mapping[str, Any],
+        model: str = "patient",
+        *,
+        write_to: str | os.PathLike[str] | None = None,
+        on_instance: InstanceCallback | None = None,
+        priority: int = PRIORITY_MEDIUM,
+        fsync: bool = True,
+        timeout: float | None = -1.0,
+    ) -> None:
+        self.assoc = assoc
+        self.identifier = _identifier_dataset(identifier)
+        self.sop_class_uid = _model_uid(model)
+        self.write_to = Path(write_to) if write_to is not None else None
+        self.on_instance = on_instance
+        self.priority = priority
+        self.fsync = fsync
+        self.timeout = assoc.dimse_timeout if timeout == -1.0 else timeout
+        #: The final result, once received.
+        self.result: GetResult | None = None
+        self.message_id: int | None = None
+        self.context_id: int | None = None
+        self._inbox = _Inbox()
+        self._op: Any = None
+        self._held: ReceivedInstance | None = None
+        self._pending: Message | None = None
+        self._started = False
+        self._finished = False  # final response received or operation failed
+        self._closing: asyncio.Future[None] | None = None
+        self._received = 0
+        self._files: list[Path] = []
+        self._refused: dict[str, int] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ---------------------------------------------------------- iteration
+
+    def __aiter__(self) -> GetOperation:
+        return self
+
+    async def __aenter__(self) -> GetOperation:
+        return self
+
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
+        await self.aclose(failed=exc_type is not None)
+
+    async def __anext__(self) -> GetItem:
+        if self._finished or self._closing is not None:
+            raise StopAsyncIteration
+        if not self._started:
+            await self._start()
+        try:
+            await self._answer_held()
+            while True:
+                msg, is_store = await self._next_event(self.timeout)
+                if is_store:
+                    self._pending = msg  # answered by the cleanup if we are interrupted
+                    instance = await self._accept(msg)
+                    self._pending = None
+                    if instance is not None:
+                        self._held = instance
+                        return instance
+                    continue
+                item = self._on_response(msg)
+                if item is not None:
+                    return item
+        except DIMSETimeout:
+            # The association is in an unknown state: abort it rather than
+            # leave C-STOREs of this retrieve to arrive later.
+            log.warning("C-GET: no message from the peer within %s s, aborting", self.timeout)
+            self._finish()
+            self.assoc.abort()
+            raise
+        except BaseException:
+            if self.result is None and not self.assoc.is_established:
+                self._finish()
+            raise
+
+    async def _start(self) -> None:
+        assoc = self.assoc
+        self._loop = asyncio.get_running_loop()
+        previous = _CLOSING.get(assoc)
+        if previous is not None and not previous.done():
+            await asyncio.shield(previous)
+        ctx = assoc.find_context(self.sop_class_uid)
+        if ctx is None:
+            raise NoAcceptedContext(f"C-GET SOP class {self.sop_class_uid} was not accepted")
+        if assoc.store_sink is not None:
+            raise RuntimeError("another C-GET is in progress on this association")
+        payload = encode_identifier(self.identifier, ctx.transfer_syntax)
+        if self.write_to is not None:
+            try:
+                os.makedirs(self.write_to, exist_ok=True)
+            except OSError as exc:  # each write then fails and is refused
+                log.warning("C-GET: cannot create %s: %s", self.write_to, exc)
+        mid = assoc.next_message_id()
+        cmd = Command(C_GET_RQ, message_id=mid, affected_sop_class_uid=self.sop_class_uid, priority=self.priority)
+        self.message_id = mid
+        self.context_id = ctx.context_id
+        self._op = self._inbox.op = assoc.open_operation(ctx.context_id, mid)
+        assoc.store_sink = self._inbox.put
+        self._started = True
+        try:
+            await assoc.send(ctx.context_id, cmd, [payload])
+        except BaseException:
+            self._finish()
+            raise
+
+    async def _next_event(self, timeout: float | None) -> tuple[Message, bool]:
+        """The next incoming C-STORE-RQ (True) or C-GET-RSP (False), in wire order."""
+        inbox = self._inbox
+        op = self._op
+        while True:
+            if op.messages and (not inbox.stores or inbox.stores[0][0] > inbox.taken):
+                inbox.taken += 1
+                return op.messages.popleft(), False
+            if inbox.stores:
+                return inbox.stores.popleft()[1], True
+            if op.error is not None:
+                raise op.error
+            fut: asyncio.Future[None] = (self._loop or asyncio.get_running_loop()).create_future()
+            inbox.waiter = op.waiter = fut
+            try:
+                async with asyncio.timeout(timeout):
+                    await fut
+            except TimeoutError:
+                raise DIMSETimeout(f"no C-GET message within {timeout} s") from None
+            finally:
+                inbox.waiter = None
+                if op.waiter is fut:
+                    op.waiter = None
+
+    async def _answer_held(self, failed: bool = False) -> None:
+        inst, self._held = self._held, None
+        if inst is None:
+            return
+        if failed and inst.status == _STATUS_SUCCESS:
+            inst.reject(_STATUS_UNABLE, "the receiving application failed")
+        await self._respond(inst.context_id, inst.message_id, inst.sop_class_uid, inst.sop_instance_uid,
+                            inst.status, inst.error_comment)
+        if category(inst.status) == Category.FAILURE:
+            self._refused[inst.sop_instance_uid] = inst.status
+
+    async def _respond(
+        self, context_id: int, message_id: int, sop_class: str | None, sop_instance: str | None,
+        status: int, comment: str | None = None,
+    ) -> None:
+        rsp = Command(
+            C_STORE_RSP,
+            message_id_being_responded_to=message_id,
+            affected_sop_class_uid=sop_class,
+            affected_sop_instance_uid=sop_instance,
+            status=status,
+            error_comment=comment if status != _STATUS_SUCCESS else None,
+        )
+        await self.assoc.send(context_id, rsp)
+
+    async def _refuse(self, msg: Message, status: int, comment: str) -> None:
+        cmd = msg.command
+        uid = cmd.affected_sop_instance_uid or ""
+        if self._pending is msg:
+            self._pending = None
+        log.warning("C-GET: refusing instance %r: %s (0x%04X)", uid, comment, status)
+        self._refused[uid] = status
+        await self._respond(msg.context_id, cmd.message_id or 0, cmd.affected_sop_class_uid,
+                            cmd.affected_sop_instance_uid, status, comment)
+
+    async def _accept(self, msg: Message) -> ReceivedInstance | None:
+        """Check, write and hand an incoming C-STORE to the callback.
+
+        Returns the instance to yield, or None when it was refused (the
+        C-STORE-RSP has then been sent).
+        """
+        assoc = self.assoc
+        cmd = msg.command
+        sop_class = cmd.affected_sop_class_uid or ""
+        sop_instance = cmd.affected_sop_instance_uid or ""
+        ctx = assoc.contexts.get(msg.context_id)
+        if ctx is None or not ctx.can_receive_requests(assoc.requestor) or ctx.abstract_syntax != sop_class:
+            await self._refuse(msg, _STATUS_SOP_CLASS_NOT_SUPPORTED,
+                               "no storage context with the SCP role for this SOP class")
+            return None
+        if msg.dataset is None:
+            await self._refuse(msg, _STATUS_UNABLE, "C-STORE-RQ without a data set")
+            return None
+        instance = ReceivedInstance(
+            sop_class, sop_instance, EncodedDataset(msg.dataset, ctx.transfer_syntax),
+            context_id=msg.context_id, message_id=cmd.message_id or 0,
+        )
+        if self.write_to is not None:
+            try:
+                name = safe_instance_filename(sop_instance)
+            except ValueError:
+                await self._refuse(msg, _STATUS_UNABLE, "SOP Instance UID is not a valid UID")
+                return None
+            try:
+                uids = instance.encoded.sop_uids()
+            except DatasetDecodeError as exc:
+                await self._refuse(msg, _STATUS_UNABLE, f"cannot read the data set: {exc}")
+                return None
+            if uids != (sop_class, sop_instance):
+                await self._refuse(msg, _STATUS_IDENTIFIER_MISMATCH,
+                                   "SOP Class/Instance UID differ from the command")
+                return None
+            path = self.write_to / name
+            try:
+                await asyncio.to_thread(
+                    write_part10, path, sop_class, sop_instance, ctx.transfer_syntax, instance.fragments,
+                    source_ae=(assoc.called_ae if assoc.requestor else assoc.calling_ae) or None,
+                    fsync=self.fsync,
+                )
+            except Exception as exc:
+                status = _STATUS_OUT_OF_RESOURCES if _nospace(exc) else _STATUS_UNABLE
+                await self._refuse(msg, status, f"cannot write the file: {exc}")
+                return None
+            instance.path = path
+            self._files.append(path)
+        if self.on_instance is not None:
+            try:
+                outcome = self.on_instance(instance)
+                if inspect.isawaitable(outcome):
+                    outcome = await outcome
+            except Exception as exc:
+                status = _STATUS_OUT_OF_RESOURCES if _nospace(exc) else _STATUS_UNABLE
+                log.debug("C-GET: on_instance failed for %s", sop_instance, exc_info=True)
+                self._discard_file(instance)
+                await self._refuse(msg, status, f"on_instance failed: {type(exc).__name__}: {exc}")
+                return None
+            if isinstance(outcome, int) and not isinstance(outcome, bool):
+                if category(outcome) == Category.FAILURE:
+                    self._discard_file(instance)
+                    await self._refuse(msg, outcome, "refused by on_instance")
+                    return None
+                instance.status = outcome
+        self._received += 1
+        return instance
+
+    def _discard_file(self, instance: ReceivedInstance) -> None:
+        if instance.path is not None:
+            try:
+                os.unlink(instance.path)
+            except OSError:
+                pass
+            if self._files and self._files[-1] == instance.path:
+                self._files.pop()
+            instance.path = None
+
+    def _on_response(self, msg: Message) -> GetItem | None:
+        cmd = msg.command
+        status = Status(cmd.status if cmd.status is not None else _STATUS_UNABLE)
+        if status.category == Category.PENDING:
+            return GetProgress(status, cmd.remaining, cmd.completed, cmd.failed, cmd.warning)
+        identifier: Dataset | None = None
+        failed_uids: list[str] = []
+        if msg.dataset is not None and msg.dataset_length > 0 and self.context_id is not None:
+            ctx = self.assoc.contexts.get(self.context_id)
+            try:
+                identifier = decode_identifier(msg.dataset, ctx.transfer_syntax if ctx else ExplicitVRLittleEndian)
+                failed_uids = _values(identifier, _TAG_FAILED_UIDS)
+            except (DatasetDecodeError, ValueError) as exc:
+                log.warning("C-GET: cannot decode the final response identifier: %s", exc)
+        self.result = GetResult(
+            status=status,
+            remaining=cmd.remaining,
+            completed=cmd.completed,
+            failed=cmd.failed,
+            warning=cmd.warning,
+            failed_sop_instance_uids=failed_uids,
+            error_comment=cmd.error_comment,
+            offending_element=cmd.offending_element,
+            identifier=identifier,
+            received=self._received,
+            files=self._files,
+            refused=self._refused,
+            cancelled=self._closing is not None,
+        )
+        self._finish()
+        return self.result
+
+    def _finish(self) -> None:
+        """Detach from the association (idempotent)."""
+        if self._finished:
+            return
+        self._finished = True
+        assoc = self.assoc
+        if assoc.store_sink == self._inbox.put:
+            assoc.store_sink = None
+        if self.message_id is not None:
+            assoc.close_operation(self.message_id)
+        # Anything still queued was sent after the final response: ignore it.
+        self._inbox.stores.clear()
+
+    # ------------------------------------------------------------ closing
+
+    async def aclose(self, *, failed: bool = False) -> None:
+        """Stop the retrieve: C-CANCEL, then drain it to its final response.
+
+        ``failed`` says the consumer failed on the instance it holds (its
+        C-STORE-RSP is then a failure).  Idempotent; concurrent callers all
+        wait for the same cleanup.
+        """
+        if self._closing is None:
+            loop = asyncio.get_running_loop()
+            if not self._started or self._finished:
+                self._finish()
+                done: asyncio.Future[None] = loop.create_future()
+                done.set_result(None)
+                self._closing = done
+                return
+            self._closing = _CLOSING[self.assoc] = loop.create_task(self._cancel_and_drain(failed))
+        await asyncio.shield(self._closing)
+
+    async def _cancel_and_drain(self, failed: bool) -> None:
+        assoc = self.assoc
+        try:
+            await self._answer_held(failed)
+            if self._pending is not None:  # interrupted while taking it in
+                await self._refuse(self._pending, _STATUS_UNABLE, "the receiving application was interrupted")
+            if self.context_id is not None and self.message_id is not None:
+                await assoc.send_cancel(self.context_id, self.message_id)
+            while not self._finished:
+                msg, is_store = await self._next_event(self.timeout)
+                if is_store:
+                    await self._refuse(msg, _STATUS_UNABLE, "C-GET cancelled by the receiver")
+                else:
+                    self._on_response(msg)
+        except (AssociationAborted, ConnectionError):
+            pass
+        except DIMSETimeout:
+            log.warning("C-GET: no final response after C-CANCEL within %s s, aborting", self.timeout)
+            assoc.abort()
+        except asyncio.CancelledError:
+            assoc.abort()
+            raise
+        except Exception:
+            log.exception("C-GET: cleanup failed, aborting the association")
+            assoc.abort()
+        finally:
+            self._finish()
+
+    def __del__(self) -> None:
+        # A bare ``async for ... break`` drops the iterator without closing
+        # it: finish the retrieve in a task, as asyncio does for async
+        # generators, so the association does not stay in the middle of it.
+        if not getattr(self, "_started", False) or self._finished or self._closing is not None:
+            return
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self._finish()
+            return
+        try:
+            task = loop.create_task(self._cancel_and_drain(False))
+        except RuntimeError:
+            self._finish()
+            return
+        self._closing = _CLOSING[self.assoc] = task
+        _CLEANUPS.add(task)
+        task.add_done_callback(_CLEANUPS.discard)
+
+
+def get(
+    assoc: Association,
+    identifier: Dataset | Mapping[str, Any],
+    model: str = "patient",
+    *,
+    write_to: str | os.PathLike[str] | None = None,
+    on_instance: InstanceCallback | None = None,
+    priority: int = PRIORITY_MEDIUM,
+    fsync: bool = True,
+    timeout: float | None = -1.0,
+) -> GetOperation:
+    """Start a C-GET on ``assoc``: ``async for item in get(assoc, ds): ...``.
+
+    :param identifier: the C-GET identifier (QueryRetrieveLevel and unique
+        keys), a Dataset or a mapping of keywords to values.
+    :param model: ``"patient"``, ``"study"``, ``"psonly"``, ``"composite"``
+        or a GET SOP class UID.
+    :param write_to: write each instance there as a Part 10 file named
+        ``<SOPInstanceUID>.dcm`` (a UID unfit for a file name is refused).
+    :param on_instance: called with each accepted instance before it is
+        yielded (sync or async); raising refuses it, an int return value
+        becomes the C-STORE-RSP status.
+    :param fsync: fsync each written file (and its directory).
+    :param timeout: seconds to wait for the next message from the peer
+        (default: the association's DIMSE timeout; ``None`` waits forever).
+        On expiry the association is aborted and DIMSETimeout raised.
+
+    The association must have accepted a context for the model and storage
+    contexts with the SCP role for us (see :func:`get_contexts`).
+    """
+    return GetOperation(
+        assoc, identifier, model, write_to=write_to, on_instance=on_instance,
+        priority=priority, fsync=fsync, timeout=timeout,
+    )
+
+
+def get_contexts(
+    sop_classes: Iterable[str] = COMMON_STORAGE_SOP_CLASSES,
+    transfer_syntaxes: Sequence[str] = (ExplicitVRLittleEndian, ImplicitVRLittleEndian),
+    *,
+    models: Iterable[str] = ("patient", "study"),
+    extra: Iterable[ContextSpec] = (),
+) -> tuple[list[ContextSpec], dict[str, tuple[bool, bool]]]:
+    """Contexts and role selections for a C-GET SCU, for :func:`~aiodicom.associate`.
+
+    One context per GET model (``models``: names or UIDs) and one per
+    storage SOP class with ``transfer_syntaxes``; each storage class gets a
+    role selection asking for the SCP role only (SCU 0, SCP 1), as
+    pynetdicom's and DCMTK's getscu do.  ``extra`` contexts (e.g.
+    Verification) are appended.  Raises ValueError beyond 128 contexts::
+
+        contexts, roles = get_contexts([CTImageStorage])
+        async with associate(host, port, contexts=contexts, roles=roles) as assoc: ...
+    """
+    contexts: list[ContextSpec] = []
+    for model in models:
+        contexts.append(_model_uid(model))
+    roles: dict[str, tuple[bool, bool]] = {}
+    for uid in sop_classes:
+        if uid in roles:
+            continue
+        roles[uid] = (False, True)
+        contexts.append((uid, list(transfer_syntaxes)))
+    contexts.extend(extra)
+    if len(contexts) > 128:
+        raise ValueError(f"{len(contexts)} presentation contexts requested; at most 128 can be proposed")
+    return contexts, roles
+
+
+def get_identifier(
+    level: str,
+    *,
+    model: str = "patient",
+    patient_id: str | None = None,
+    study_uid: str | None = None,
+    series_uid: str | None = None,
+    sop_instance_uids: str | Sequence[str] | None = None,
+) -> Dataset:
+    """A C-GET identifier for ``level`` with the unique keys of the levels above.
+
+    At PATIENT level only PatientID; below it, in the Patient Root model,
+    PatientID plus the UIDs down to ``level`` (Study Root starts at STUDY).
+    ``sop_instance_uids`` (IMAGE level) may be a list.
+    """
+    level = level.upper()
+    uid = _model_uid(model)
+    levels = _MODEL_LEVELS.get(uid, _ALL_LEVELS)
+    if level not in levels:
+        raise ValueError(f"level {level!r} is not one of {', '.join(levels)} for this model")
+    given: dict[str, str | Sequence[str] | None] = {
+        "PATIENT": patient_id,
+        "STUDY": study_uid,
+        "SERIES": series_uid,
+        "IMAGE": sop_instance_uids,
+    }
+    ds = Dataset()
+    ds.QueryRetrieveLevel = level
+    for lvl in levels[: levels.index(level) + 1]:
+        value = given[lvl]
+        keyword = _LEVEL_KEYS[lvl][1]
+        if value is None or value == "" or (not isinstance(value, str) and not list(value)):
+            raise ValueError(f"{keyword} is required at {level} level")
+        setattr(ds, keyword, value if isinstance(value, str) else list(value))
+    return ds
+
+
+async def retrieve(
+    host: str,
+    port: int,
+    out_dir: str | os.PathLike[str],
+    *,
+    level: str,
+    model: str = "patient",
+    patient_id: str | None = None,
+    study_uid: str | None = None,
+    series_uid: str | None = None,
+    sop_instance_uids: Sequence[str] | None = None,
+    sop_classes: Iterable[str] = COMMON_STORAGE_SOP_CLASSES,
+    transfer_syntaxes: Sequence[str] = (ExplicitVRLittleEndian, ImplicitVRLittleEndian),
+    on_instance: InstanceCallback | None = None,
+    fsync: bool = True,
+    **associate_kwargs: Any,
+) -> GetResult:
+    """Connect, C-GET ``level`` into ``out_dir`` as Part 10 files, release.
+
+    ``associate_kwargs`` go to :func:`~aiodicom.associate` (``called_ae``,
+    ``calling_ae``, timeouts, ...).  Returns the :class:`GetResult`;
+    :attr:`GetResult.files` lists the files written.
+    """
+    from ..aio.client import associate
+
+    identifier = get_identifier(
+        level, model=model, patient_id=patient_id, study_uid=study_uid,
+        series_uid=series_uid, sop_instance_uids=sop_instance_uids,
+    )
+    contexts, roles = get_contexts(sop_classes, transfer_syntaxes, models=(model,))
+    os.makedirs(out_dir, exist_ok=True)
+    async with associate(host, port, contexts=contexts, roles=roles, **associate_kwargs) as assoc:
+        async with get(assoc, identifier, model, write_to=out_dir, on_instance=on_instance, fsync=fsync) as op:
+            async for _item in op:
+                pass
+        assert op.result is not None
+        return op.result
+
+
+async def retrieve_series(
+    host: str,
+    port: int,
+    patient_id: str,
+    study_uid: str,
+    series_uid: str,
+    out_dir: str | os.PathLike[str],
+    *,
+    level: str = "SERIES",
+    sop_instance_uids: Sequence[str] | None = None,
+    model: str = "patient",
+    **kwargs: Any,
+) -> GetResult:
+    """Retrieve the instances of one series into ``out_dir``.
+
+    ``level`` picks how: ``"SERIES"`` (default) names the series;
+    ``"STUDY"``/``"PATIENT"`` retrieve the whole study/patient it belongs to;
+    ``"IMAGE"`` retrieves ``sop_instance_uids``.  The unique keys of the
+    levels above are always sent.  Other arguments as for :func:`retrieve`.
+    """
+    return await retrieve(
+        host, port, out_dir, level=level, model=model, patient_id=patient_id, study_uid=study_uid,
+        series_uid=series_uid, sop_instance_uids=sop_instance_uids, **kwargs,
+    )
+
+
+# ============================================================================
+# SCP
+# ============================================================================
+
+#: What a GET handler may produce for one matching instance.
+GetSource = Union[Dataset, str, "os.PathLike[str]", EncodedDataset, ReceivedInstance]
+
+#: ``handler(req)``: an async generator (optionally yielding an int total
+#: first), or a function returning an (async) iterable, possibly via a
+#: coroutine.
+GetHandler = Callable[["GetRequest"], Any]
+
+
+def _values(ds: Dataset, tag: int) -> list[str]:
+    """The values of ``tag`` as stripped strings (empty list when absent/empty)."""
+    if tag not in ds:
+        return []
+    value = ds[tag].value
+    if value is None:
+        return []
+    if isinstance(value, (str, bytes)):
+        items: list[object] = [value]
+    else:
+        try:
+            items = list(value)
+        except TypeError:
+            items = [value]
+    out = []
+    for item in items:
+        text = item.decode("ascii", "replace") if isinstance(item, bytes) else str(item)
+        text = text.strip("\x00 ")
+        if text:
+            out.append(text)
+    return out
+
+
+class _IdentifierError(Exception):
+    def __init__(self, comment: str, tag: int | None = None) -> None:
+        super().__init__(comment)
+        self.tag = tag
+
+
+def _check_identifier(ds: Dataset, sop_class_uid: str, strict: bool) -> tuple[str, dict[str, list[str]]]:
+    """(level, unique key values by level) or _IdentifierError."""
+    try:
+        levels = _values(ds, _TAG_QR_LEVEL)
+    except Exception:
+        raise _IdentifierError("QueryRetrieveLevel (0008,0052) cannot be read", _TAG_QR_LEVEL) from None
+    if not levels:
+        raise _IdentifierError("QueryRetrieveLevel (0008,0052) is missing", _TAG_QR_LEVEL)
+    level = levels[0].upper()
+    model_levels = _MODEL_LEVELS.get(sop_class_uid, _ALL_LEVELS)
+    if len(levels) != 1 or level not in model_levels:
+        raise _IdentifierError(f"QueryRetrieveLevel {levels[0]!r} is not valid for this model", _TAG_QR_LEVEL)
+    keys: dict[str, list[str]] = {}
+    below = model_levels.index(level)
+    for i, lvl in enumerate(model_levels[: below + 1]):
+        tag, keyword = _LEVEL_KEYS[lvl]
+        try:
+            values = _values(ds, tag)
+        except Exception:
+            raise _IdentifierError(f"{keyword} cannot be read", tag) from None
+        if not values:
+            if strict or i == below:
+                raise _IdentifierError(f"unique key {keyword} is missing for a {level} level C-GET", tag)
+            continue
+        if len(values) > 1 and (i < below or lvl == "PATIENT") and strict:
+            raise _IdentifierError(f"{keyword} must have a single value above the retrieve level", tag)
+        keys[lvl] = values
+    return level, keys
+
+
+@dataclass
+class GetRequest:
+    """A validated C-GET request, as a handler sees it."""
+
+    assoc: Association
+    message: Message
+    identifier: Dataset
+    #: The GET SOP class (information model) UID.
+    sop_class_uid: str
+    #: QueryRetrieveLevel, upper case.
+    level: str
+    #: Unique key values by level (``{"PATIENT": [...], "STUDY": [...]}``).
+    keys: dict[str, list[str]]
+
+    @property
+    def message_id(self) -> int:
+        """MessageID of the C-GET-RQ."""
+        return self.message.command.message_id or 0
+
+    @property
+    def priority(self) -> int:
+        """Priority of the C-GET-RQ."""
+        return self.message.command.priority or PRIORITY_MEDIUM
+
+    @property
+    def calling_ae(self) -> str:
+        """The requestor's AE title."""
+        return self.assoc.calling_ae
+
+    @property
+    def patient_id(self) -> str | None:
+        """PatientID, if given."""
+        values = self.keys.get("PATIENT")
+        return values[0] if values else None
+
+    @property
+    def study_instance_uids(self) -> list[str]:
+        """StudyInstanceUID values (a list at STUDY level)."""
+        return self.keys.get("STUDY", [])
+
+    @property
+    def series_instance_uids(self) -> list[str]:
+        """SeriesInstanceUID values."""
+        return self.keys.get("SERIES", [])
+
+    @property
+    def sop_instance_uids(self) -> list[str]:
+        """SOPInstanceUID values (IMAGE level)."""
+        return self.keys.get("IMAGE", [])
+
+    @property
+    def is_cancelled(self) -> bool:
+        """Whether the requestor sent C-CANCEL for this request."""
+        return self.message_id in self.assoc.cancelled_requests
+
+
+@dataclass
+class _Outgoing:
+    """One prepared sub-operation."""
+
+    sop_class_uid: str | None
+    sop_instance_uid: str | None
+    context: AcceptedContext | None = None
+    fragments: Sequence[Buffer] | None = None
+    error: str | None = None
+
+
+def _storage_contexts(assoc: Association, sop_class_uid: str) -> list[AcceptedContext]:
+    """Accepted contexts for ``sop_class_uid`` on which we may send C-STOREs."""
+    return [
+        c for c in assoc.contexts.values()
+        if c.abstract_syntax == sop_class_uid and c.can_send_requests(assoc.requestor)
+    ]
+
+
+def _choose(contexts: list[AcceptedContext], source_ts: str | None) -> tuple[AcceptedContext, bool] | None:
+    """(context, needs re-encoding) for data in ``source_ts`` (None: native, any)."""
+    if source_ts is not None:
+        for ctx in contexts:
+            if ctx.transfer_syntax == source_ts:
+                return ctx, False
+        if source_ts not in _CONVERTIBLE:
+            return None
+    for ts in _CONVERTIBLE:
+        for ctx in contexts:
+            if ctx.transfer_syntax == ts:
+                return ctx, True
+    return None
+
+
+def _no_context(sop_class: str, sop_instance: str, source_ts: str | None, any_ctx: bool) -> _Outgoing:
+    if not any_ctx:
+        why = f"no accepted storage context with the SCP role for SOP class {sop_class}"
+    else:
+        why = f"no accepted context can carry transfer syntax {source_ts} for SOP class {sop_class}"
+    return _Outgoing(sop_class, sop_instance, error=why)
+
+
+def _reencode(encoded: EncodedDataset, target_ts: str) -> list[Buffer]:
+    """Decode and re-encode between native syntaxes (run in a thread)."""
+    return list(EncodedDataset.from_dataset(encoded.decode(), target_ts).fragments)
+
+
+async def _prepare(assoc: Association, item: object) -> _Outgoing:
+    """Resolve one handler item into what to send, on which context."""
+    if isinstance(item, (str, os.PathLike)):
+        # One thread hop reads File Meta and data set (usually sent as is).
+        try:
+            info, encoded = await asyncio.to_thread(read_part10_dataset, item)
+        except (OSError, ValueError) as exc:
+            return _Outgoing(None, None, error=f"cannot read {os.fspath(item)!r}: {exc}")
+        contexts = _storage_contexts(assoc, info.sop_class_uid)
+        choice = _choose(contexts, info.transfer_syntax)
+        if choice is None:
+            return _no_context(info.sop_class_uid, info.sop_instance_uid, info.transfer_syntax, bool(contexts))
+        ctx, convert = choice
+        if not convert:
+            return _Outgoing(info.sop_class_uid, info.sop_instance_uid, ctx, encoded.fragments)
+        try:
+            frags = await asyncio.to_thread(_reencode, encoded, ctx.transfer_syntax)
+        except Exception as exc:  # pydicom raises many types
+            return _Outgoing(info.sop_class_uid, info.sop_instance_uid, error=f"cannot re-encode {item!r}: {exc}")
+        return _Outgoing(info.sop_class_uid, info.sop_instance_uid, ctx, frags)
+
+    if isinstance(item, ReceivedInstance):
+        sop_class, sop_instance, encoded = item.sop_class_uid, item.sop_instance_uid, item.encoded
+    elif isinstance(item, EncodedDataset):
+        try:
+            sop_class, sop_instance = item.sop_uids()
+        except DatasetDecodeError as exc:
+            return _Outgoing(None, None, error=str(exc))
+        encoded = item
+    elif isinstance(item, Dataset):
+        try:
+            sop_class = str(item.SOPClassUID).strip("\x00 ")
+            sop_instance = str(item.SOPInstanceUID).strip("\x00 ")
+        except AttributeError:
+            return _Outgoing(None, None, error="data set has no SOPClassUID/SOPInstanceUID")
+        meta = getattr(item, "file_meta", None)
+        source_ts = str(meta.TransferSyntaxUID) if meta is not None and "TransferSyntaxUID" in meta else None
+        if source_ts is None and 0x7FE00010 in item and item[0x7FE00010].is_undefined_length:
+            return _Outgoing(sop_class, sop_instance,
+                             error="encapsulated Pixel Data without file_meta.TransferSyntaxUID")
+        contexts = _storage_contexts(assoc, sop_class)
+        choice = _choose(contexts, source_ts)
+        if choice is None:
+            return _no_context(sop_class, sop_instance, source_ts, bool(contexts))
+        ctx = choice[0]
+        try:
+            frags = EncodedDataset.from_dataset(item, ctx.transfer_syntax).fragments
+        except Exception as exc:  # pydicom raises many types for unencodable values
+            return _Outgoing(sop_class, sop_instance, error=f"cannot encode the data set: {exc}")
+        return _Outgoing(sop_class, sop_instance, ctx, frags)
+    else:
+        raise TypeError(f"a C-GET handler yielded {type(item).__name__}, not an instance")
+
+    contexts = _storage_contexts(assoc, sop_class)
+    choice = _choose(contexts, encoded.transfer_syntax)
+    if choice is None:
+        return _no_context(sop_class, sop_instance, encoded.transfer_syntax, bool(contexts))
+    ctx, convert = choice
+    if not convert:
+        return _Outgoing(sop_class, sop_instance, ctx, encoded.fragments)
+    try:
+        frags = EncodedDataset.from_dataset(encoded.decode(), ctx.transfer_syntax).fragments
+    except Exception as exc:
+        return _Outgoing(sop_class, sop_instance, error=f"cannot re-encode the data set: {exc}")
+    return _Outgoing(sop_class, sop_instance, ctx, frags)
+
+
+class _HandlerError(Exception):
+    """The handler (or its iterator) raised; carries the original."""
+
+
+async def _aiter_items(result: object) -> AsyncIterator[object]:
+    if hasattr(result, "__aiter__"):
+        async for item in cast("AsyncIterable[object]", result):
+            yield item
+    else:
+        for item in cast("Iterable[object]", result):
+            yield item
+
+
+class _Source:
+    """The handler's result as a stream of items, with the total if known."""
+
+    def __init__(self, result: object) -> None:
+        if isinstance(result, (Dataset, str, os.PathLike, EncodedDataset, ReceivedInstance)):
+            result = [result]
+        if result is None:
+            result = []
+        if not hasattr(result, "__aiter__") and not hasattr(result, "__iter__"):
+            raise TypeError(f"a C-GET handler returned {type(result).__name__}, not an iterable")
+        self.result = result
+        self.total: int | None = None
+        if hasattr(result, "__len__"):
+            try:
+                self.total = len(result)
+            except TypeError:
+                pass
+        self._it = _aiter_items(result)
+        self._first = True
+
+    async def next(self) -> object | None:
+        """The next instance source; None at the end.  Raises _HandlerError."""
+        try:
+            item = await self._it.__anext__()
+            if self._first:
+                self._first = False
+                if isinstance(item, int) and not isinstance(item, bool):
+                    self.total = max(item, 0)
+                    item = await self._it.__anext__()
+        except StopAsyncIteration:
+            return None
+        except Exception as exc:
+            raise _HandlerError(exc) from exc
+        return item
+
+    async def close(self) -> None:
+        for obj in (self._it, self.result):
+            aclose = getattr(obj, "aclose", None)
+            if aclose is not None:
+                try:
+                    await aclose()
+                except Exception:
+                    log.debug("closing the C-GET handler's iterator failed", exc_info=True)
+            else:
+                close = getattr(obj, "close", None)
+                if close is not None and inspect.isgenerator(obj):
+                    close()
+
+
+class GetService:
+    """The C-GET-RQ handler :func:`serve_get` installs on a server.
+
+    One per server; ``handlers`` maps GET SOP class UIDs to user handlers.
+    """
+
+    def __init__(self, *, strict: bool = True) -> None:
+        self.handlers: dict[str, GetHandler] = {}
+        self.strict = strict
+
+    async def __call__(self, assoc: Association, msg: Message) -> None:
+        cmd = msg.command
+        ctx = assoc.contexts.get(msg.context_id)
+        sop_class = cmd.affected_sop_class_uid or ""
+        handler = self.handlers.get(sop_class)
+        if ctx is None or ctx.abstract_syntax != sop_class or handler is None:
+            rsp = response_to(cmd, _STATUS_SOP_CLASS_NOT_SUPPORTED)
+            rsp.error_comment = "C-GET SOP class not supported on this presentation context"
+            await assoc.send(msg.context_id, rsp)
+            return
+        try:
+            identifier = decode_identifier(msg.dataset or [], ctx.transfer_syntax)
+            level, keys = _check_identifier(identifier, sop_class, self.strict)
+        except (_IdentifierError, DatasetDecodeError) as exc:
+            rsp = response_to(cmd, _STATUS_IDENTIFIER_MISMATCH)
+            rsp.error_comment = str(exc)
+            if isinstance(exc, _IdentifierError) and exc.tag is not None:
+                rsp.offending_element = [exc.tag]
+            await assoc.send(msg.context_id, rsp)
+            return
+        req = GetRequest(assoc, msg, identifier, sop_class, level, keys)
+        await _perform(req, handler)
+
+
+async def _perform(req: GetRequest, handler: GetHandler) -> None:
+    """Run the sub-operations of one C-GET and send its responses."""
+    assoc, msg = req.assoc, req.message
+    ctx_id = msg.context_id
+    mid = req.message_id
+    completed = failed = warning = 0
+    failed_uids: list[str] = []
+    source: _Source | None = None
+    final_status = _STATUS_SUCCESS
+    comment: str | None = None
+    cancelled = False
+    try:
+        try:
+            result = handler(req)
+            if inspect.isawaitable(result):
+                result = await result
+            source = _Source(result)
+        except Exception as exc:
+            raise _HandlerError(exc) from exc
+        while True:
+            if mid in assoc.cancelled_requests:
+                cancelled = True
+                break
+            item = await source.next()
+            if item is None:
+                break
+            if mid in assoc.cancelled_requests:
+                cancelled = True
+                break
+            try:
+                out = await _prepare(assoc, item)
+            except TypeError as exc:
+                raise _HandlerError(exc) from exc
+            if out.context is None or out.fragments is None:
+                log.warning("C-GET sub-operation for %s failed: %s", out.sop_instance_uid, out.error)
+                failed += 1
+                if out.sop_instance_uid:
+                    failed_uids.append(out.sop_instance_uid)
+            else:
+                status = await _store(assoc, out, req.priority)
+                cat = category(status)
+                if cat == Category.SUCCESS:
+                    completed += 1
+                elif cat == Category.WARNING:
+                    warning += 1
+                else:
+                    failed += 1
+                    if out.sop_instance_uid:
+                        failed_uids.append(out.sop_instance_uid)
+            remaining = _remaining(source.total, completed, failed, warning)
+            if remaining != 0 and mid not in assoc.cancelled_requests:
+                pending = response_to(msg.command, _STATUS_PENDING)
+                pending.remaining, pending.completed = remaining, completed
+                pending.failed, pending.warning = failed, warning
+                await assoc.send(ctx_id, pending)
+    except _HandlerError as exc:
+        cause = exc.__cause__ or exc
+        log.error("C-GET handler failed", exc_info=cause)
+        final_status = _STATUS_UNABLE
+        comment = f"handler error: {type(cause).__name__}"
+    finally:
+        if source is not None:
+            await source.close()
+
+    if final_status == _STATUS_SUCCESS:
+        if cancelled:
+            final_status = _STATUS_CANCEL
+        elif failed or warning:
+            final_status = _STATUS_SUBOPS_FAILED if completed == 0 and warning == 0 else _STATUS_SUBOPS_WARNING
+    rsp = response_to(msg.command, final_status)
+    rsp.completed, rsp.failed, rsp.warning = completed, failed, warning
+    rsp.error_comment = comment
+    if cancelled and source is not None and source.total is not None:
+        rsp.remaining = _remaining(source.total, completed, failed, warning)
+    payload: list[Buffer] | None = None
+    if failed_uids and final_status != _STATUS_SUCCESS:
+        ident = Dataset()
+        ident.FailedSOPInstanceUIDList = failed_uids if len(failed_uids) > 1 else failed_uids[0]
+        ctx = assoc.contexts.get(ctx_id)
+        payload = [encode_identifier(ident, ctx.transfer_syntax if ctx else ImplicitVRLittleEndian)]
+    await assoc.send(ctx_id, rsp, payload)
+
+
+def _remaining(total: int | None, completed: int, failed: int, warning: int) -> int | None:
+    if total is None:
+        return None
+    return max(total - completed - failed - warning, 0)
+
+
+async def _store(assoc: Association, out: _Outgoing, priority: int) -> int:
+    """Send one C-STORE sub-operation and return the response status."""
+    assert out.context is not None and out.fragments is not None
+    cmd = Command(
+        C_STORE_RQ,
+        message_id=assoc.next_message_id(),
+        affected_sop_class_uid=out.sop_class_uid,
+        affected_sop_instance_uid=out.sop_instance_uid,
+        priority=priority if priority in (0, 1, 2) else PRIORITY_MEDIUM,
+    )
+    try:
+        rsp = await assoc.send_request(out.context.context_id, cmd, out.fragments)
+    except DIMSETimeout:
+        log.warning("C-GET: no C-STORE-RSP for %s; aborting the association", out.sop_instance_uid)
+        assoc.abort()
+        raise AssociationAborted("no C-STORE-RSP within the DIMSE timeout") from None
+    status = rsp.command.status
+    return status if status is not None else _STATUS_UNABLE
+
+
+def serve_get(
+    server: Server,
+    handler: GetHandler,
+    models: Iterable[str] = (PatientRootQueryRetrieveInformationModelGet, StudyRootQueryRetrieveInformationModelGet),
+    storage_classes: Iterable[str] = STORAGE_SOP_CLASSES,
+    *,
+    transfer_syntaxes: Sequence[str] | None = None,
+    storage_transfer_syntaxes: Sequence[str] = _DEFAULT_STORAGE_TS,
+    strict: bool = True,
+) -> GetService:
+    """Serve C-GET for ``models`` (names or UIDs) on ``server`` with ``handler``.
+
+    Accepts a context for each model and, for each storage class, a context
+    on which the requestor may take the SCP role (existing storage contexts
+    are kept as they are).  ``strict`` requires the unique keys of every
+    level above the retrieve level (single-valued), like DCMTK; otherwise
+    only the retrieve level's key is required.  Returns the installed
+    :class:`GetService` (shared by all models of the server).
+    """
+    from ..aio.server import DEFAULT_TRANSFER_SYNTAXES
+
+    existing = server.handlers.get(C_GET_RQ)
+    service = existing if isinstance(existing, GetService) else GetService(strict=strict)
+    service.strict = strict
+    for model in models:
+        uid = _model_uid(model)
+        service.handlers[uid] = handler
+        server.add_context(uid, transfer_syntaxes or DEFAULT_TRANSFER_SYNTAXES)
+    classes = list(storage_classes)
+    for uid in classes:
+        if uid not in server.contexts:
+            server.add_context(uid, storage_transfer_syntaxes)
+    server.policy.scu_role_classes = set(server.policy.scu_role_classes) | set(classes)
+    server.on(C_GET_RQ, service)
+    return service
+
