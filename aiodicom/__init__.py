@@ -19,9 +19,13 @@ from .aio.errors import (
     DIMSETimeout,
     NoAcceptedContext,
 )
+from .aio.pool import Pool, PoolClosed
 from .aio.server import DEFAULT_TRANSFER_SYNTAXES, Server
+from . import events
+from .events import TRACE
 from .dimse.status import Status
 from .services.find import FindRequest, FindResults, serve_find
+from .services.move import MoveInstance, MoveRequest, MoveResult, serve_move
 from .services.get import GetRequest, GetResult, ReceivedInstance, get_contexts, retrieve_series, serve_get
 from .services.rpq import (
     TEMPLATE_NOT_SUPPORTED,
@@ -46,7 +50,12 @@ __all__ = [
     "FindResults",
     "GetRequest",
     "GetResult",
+    "MoveInstance",
+    "MoveRequest",
+    "MoveResult",
     "NoAcceptedContext",
+    "Pool",
+    "PoolClosed",
     "ReceivedInstance",
     "RelevantPatientInfoError",
     "RelevantPatientRequest",
@@ -55,14 +64,17 @@ __all__ = [
     "Status",
     "StoreRequest",
     "TEMPLATE_NOT_SUPPORTED",
+    "TRACE",
     "TemplateNotSupported",
     "associate",
     "build_contexts",
     "build_relevant_patient_info",
+    "events",
     "get_contexts",
     "retrieve_series",
     "serve_find",
     "serve_get",
+    "serve_move",
     "serve_relevant_patient_info",
     "serve_store",
     "store_to_directory",

@@ -12,11 +12,12 @@ import logging
 import os
 import signal
 import sys
-from typing import Any, Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 from .aio.errors import AssociationAborted, AssociationRejectedError, DICOMError
 
-__all__ = ["main", "build_parser", "run_loop"]
+__all__ = ["build_parser", "main", "run_loop"]
 
 log = logging.getLogger("aiodicom.cli")
 
@@ -62,6 +63,50 @@ def _add_scu_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--aec", type=_ae, default="ANY-SCP", help="peer (called) AE title [ANY-SCP]")
     p.add_argument("--timeout", type=_positive, default=30.0, help="connect/ACSE/DIMSE timeout in seconds [30]")
     p.add_argument("-v", "--verbose", action="store_true", help="log the protocol exchange")
+    _add_scu_security_args(p)
+
+
+def _add_scu_security_args(p: argparse.ArgumentParser) -> None:
+    """TLS and user identity options shared by the SCU commands (see docs/security.md)."""
+    g = p.add_argument_group("security")
+    g.add_argument("--tls", action="store_true", help="connect over TLS (1.2 or newer)")
+    g.add_argument("--tls-ca", metavar="PEM", help="CA certificate(s) to verify the peer with [system store]")
+    g.add_argument("--tls-cert", metavar="PEM", help="our certificate, for mutual TLS")
+    g.add_argument("--tls-key", metavar="PEM", help="our private key, for mutual TLS")
+    g.add_argument("--tls-hostname", metavar="NAME", help="check the peer certificate against NAME [no check with --tls-ca]")
+    g.add_argument("--tls-no-verify", action="store_true", help="do not verify the peer certificate (testing only)")
+    g.add_argument("--username", help="send a User Identity (username, or username+passcode with --password)")
+    g.add_argument("--password", help="passcode for --username (or env AIODICOM_PASSWORD)")
+
+
+def _scu_security(args: argparse.Namespace) -> dict[str, Any]:
+    """``associate()`` keyword arguments for the security options."""
+    from .ul import pdu as P
+
+    out: dict[str, Any] = {}
+    if getattr(args, "tls", False) or getattr(args, "tls_ca", None) or getattr(args, "tls_cert", None):
+        from .security import client_ssl_context
+
+        if bool(args.tls_cert) != bool(args.tls_key):
+            raise CLIError("--tls-cert and --tls-key go together")
+        try:
+            out["ssl"] = client_ssl_context(
+                args.tls_ca, args.tls_cert, args.tls_key,
+                check_hostname=True if args.tls_hostname else None,
+                verify=not args.tls_no_verify,
+            )
+        except (OSError, ValueError) as exc:
+            raise CLIError(f"cannot set up TLS: {exc}") from None
+        if args.tls_hostname:
+            out["server_hostname"] = args.tls_hostname
+    username = getattr(args, "username", None)
+    if username:
+        password = args.password if args.password is not None else os.environ.get("AIODICOM_PASSWORD")
+        if password is None:
+            out["user_identity"] = P.UserIdentityRQ(1, username.encode("utf-8"), b"", True)
+        else:
+            out["user_identity"] = P.UserIdentityRQ(2, username.encode("utf-8"), password.encode("utf-8"), True)
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,33 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=1, help="number of C-ECHO requests on the association [1]")
     p.set_defaults(func=_cmd_echo)
 
-    p = sub.add_parser(
-        "serve",
-        help="run the DICOM server",
-        description="Run an aiodicom server. It answers C-ECHO and stores received instances under --storage.",
-    )
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on [127.0.0.1]")
-    p.add_argument("--port", type=_port, default=11112, help="TCP port to listen on [11112]")
-    p.add_argument("--aet", type=_ae, default="AIODICOM", help="our AE title [AIODICOM]")
-    p.add_argument("--storage", default="./aiodicom-data", help="where received instances go [./aiodicom-data]")
-    p.add_argument(
-        "--strict-aet", action="store_true", help="reject associations that call an AE title other than --aet"
-    )
-    p.add_argument(
-        "--allow-calling",
-        action="append",
-        type=_ae,
-        metavar="AET",
-        help="accept only these calling AE titles (repeatable)",
-    )
-    p.add_argument("--max-associations", type=int, default=10000, help="open associations at most [10000]")
-    p.add_argument("--max-pdu", type=int, default=262144, help="maximum PDU length we receive [262144]")
-    p.add_argument("--artim-timeout", type=_positive, default=30.0, help="ARTIM timeout in seconds [30]")
-    p.add_argument("--dimse-timeout", type=_positive, default=60.0, help="DIMSE timeout in seconds [60]")
-    p.add_argument("--idle-timeout", type=_positive, default=None, help="abort associations idle this long")
-    p.add_argument("--no-uvloop", action="store_true", help="use the default asyncio event loop")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    p.set_defaults(func=_cmd_serve)
+    _add_serve_parser(sub)
 
     p = sub.add_parser(
         "store",
@@ -135,7 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the matches as a DICOM JSON array")
     p.set_defaults(func=_cmd_find)
     _add_get_parser(sub)
+    _add_move_parser(sub)
     _add_rpq_parser(sub)
+    _add_bench_parser(sub)
     return parser
 
 
@@ -165,6 +186,7 @@ async def _echo(args: argparse.Namespace) -> int:
         acse_timeout=args.timeout,
         dimse_timeout=args.timeout,
         connect_timeout=args.timeout,
+        **_scu_security(args),
     ) as assoc:
         for _ in range(max(1, args.repeat)):
             status = await assoc.echo()
@@ -178,43 +200,295 @@ def _cmd_echo(args: argparse.Namespace) -> int:
     return run_loop(_echo(args))
 
 
-async def _serve(args: argparse.Namespace) -> int:
-    from .aio.server import Server
+# ----------------------------------------------------------------- serve
 
-    os.makedirs(args.storage, exist_ok=True)
-    server = Server(
-        args.aet,
-        strict_called_ae=args.strict_aet,
-        allowed_calling_aes=args.allow_calling,
-        max_associations=args.max_associations,
-        max_pdu_length=args.max_pdu,
-        artim_timeout=args.artim_timeout,
-        dimse_timeout=args.dimse_timeout,
-        network_timeout=args.idle_timeout,
+_SERVE_DEFAULTS: dict[str, Any] = {
+    "host": "127.0.0.1",
+    "port": 11112,
+    "aet": "AIODICOM",
+    "storage": "./aiodicom-data",
+    "max_associations": 10000,
+    "max_pdu": 262144,
+    "artim_timeout": 30.0,
+    "dimse_timeout": 60.0,
+    "idle_timeout": None,
+    "strict_aet": False,
+    "allow_calling": None,
+}
+
+
+def _add_serve_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="run the DICOM archive server",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Run the aiodicom archive: Verification, Storage (every standard storage SOP class, native and "
+            "compressed transfer syntaxes, stored as received), Patient/Study Root C-FIND, C-GET and C-MOVE, "
+            "and the Relevant Patient Information Query, all answered from --storage (Part 10 files plus a "
+            "SQLite index). One INFO line is logged per association when it closes (calling AE, peer, "
+            "operation counts, bytes in/out, duration; no patient data)."
+        ),
+        epilog=(
+            "Settings come from, in order of precedence: flags, --config FILE.toml, defaults.\n"
+            "Config file keys (all optional):\n"
+            '  host = "0.0.0.0"            port = 11112          aet = "ARCHIVE"\n'
+            '  storage = "/var/lib/dicom"  max_associations = 500  max_pdu = 262144\n'
+            "  strict_aet = true           allow_calling = [\"MODALITY1\", \"WS2\"]\n"
+            "  artim_timeout = 30          dimse_timeout = 60    idle_timeout = 300\n"
+            "  [timeouts]                  # alternative spelling: artim, dimse, idle\n"
+            "  [peers]                     # C-MOVE destinations\n"
+            '  WORKSTATION = "10.0.0.5:104"\n'
+            '  VIEWER = { host = "viewer.local", port = 11112 }'
+        ),
     )
-    try:
-        await server.start(args.host, args.port)
-    except OSError as exc:
-        raise CLIError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    p.add_argument("--host", help="address to listen on [127.0.0.1]")
+    p.add_argument("--port", type=_port, help="TCP port to listen on; 0 picks a free one [11112]")
+    p.add_argument("--aet", type=_ae, help="our AE title [AIODICOM]")
+    p.add_argument("--storage", help="archive directory (created if missing) [./aiodicom-data]")
+    p.add_argument(
+        "--peer",
+        action="append",
+        default=[],
+        metavar="AET=HOST:PORT",
+        help="a C-MOVE destination (repeatable; adds to the config file's [peers])",
+    )
+    p.add_argument("--config", metavar="FILE.toml", help="read settings from a TOML file (see below)")
+    p.add_argument(
+        "--strict-aet", action="store_true", default=None,
+        help="reject associations that call an AE title other than --aet",
+    )
+    p.add_argument(
+        "--allow-calling",
+        action="append",
+        type=_ae,
+        metavar="AET",
+        help="accept only these calling AE titles (repeatable)",
+    )
+    p.add_argument("--max-associations", type=int, help="open associations at most [10000]")
+    p.add_argument("--max-pdu", type=int, help="maximum PDU length we receive, 0 = unlimited [262144]")
+    p.add_argument("--artim-timeout", type=_positive, help="ARTIM timeout in seconds [30]")
+    p.add_argument("--dimse-timeout", type=_positive, help="DIMSE timeout in seconds [60]")
+    p.add_argument("--idle-timeout", type=_positive, help="abort associations idle this many seconds [never]")
+    p.add_argument("--no-uvloop", action="store_true", help="use the default asyncio event loop")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging (default: INFO)")
+    _add_serve_security_args(p)
+    p.set_defaults(func=_cmd_serve)
+
+
+def _add_serve_security_args(p: argparse.ArgumentParser) -> None:
+    """TLS, permissions and user identity options of ``serve`` (see docs/security.md)."""
+    g = p.add_argument_group("security")
+    g.add_argument("--tls-cert", metavar="PEM", help="serve over TLS with this certificate (needs --tls-key)")
+    g.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert")
+    g.add_argument("--tls-ca", metavar="PEM", help="mutual TLS: require client certificates signed by this CA")
+    g.add_argument("--permissions", metavar="FILE.toml", help="per calling AE operations ([permissions] table)")
+    g.add_argument(
+        "--permit", action="append", default=[], metavar="AET=OPS",
+        help="allow AET only OPS (comma list of store,find,get,move,other,all,none; '*' = everybody else); "
+        "repeatable, applied after --permissions",
+    )
+    g.add_argument(
+        "--users", metavar="FILE.toml",
+        help="require a User Identity: username+passcode pairs from the file's [users] table",
+    )
+
+
+def _serve_security(args: argparse.Namespace) -> dict[str, Any]:
+    """``Server`` keyword arguments for the security options."""
+    from . import security
+
+    out: dict[str, Any] = {}
+    cert, key, ca = getattr(args, "tls_cert", None), getattr(args, "tls_key", None), getattr(args, "tls_ca", None)
+    if cert or key or ca:
+        if not (cert and key):
+            raise CLIError("--tls-cert and --tls-key are both required for TLS")
         try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass
-    print(
-        f"aiodicom serving {args.aet} on {args.host}:{server.port} (storage {os.path.abspath(args.storage)})",
-        flush=True,
-    )
-    await stop.wait()
-    print("shutting down", flush=True)
-    await server.close(timeout=10.0)
+            out["ssl"] = security.server_ssl_context(cert, key, ca, require_client_cert=ca is not None)
+        except (OSError, ValueError) as exc:
+            raise CLIError(f"cannot set up TLS: {exc}") from None
+    permissions, permits = getattr(args, "permissions", None), getattr(args, "permit", None) or []
+    if permissions or permits:
+        try:
+            policy = security.AccessPolicy.from_toml(permissions) if permissions else security.AccessPolicy()
+            out["access_policy"] = security.AccessPolicy.parse(permits, policy)
+        except OSError as exc:
+            raise CLIError(f"cannot read {permissions}: {exc.strerror or exc}") from None
+        except Exception as exc:  # TOML or value errors
+            raise CLIError(f"invalid permissions: {exc}") from None
+    users = getattr(args, "users", None)
+    if users:
+        try:
+            out["identity_check"] = security.password_identity(security.load_users(users))
+        except OSError as exc:
+            raise CLIError(f"cannot read {users}: {exc.strerror or exc}") from None
+        except Exception as exc:
+            raise CLIError(f"invalid users file: {exc}") from None
+        out["require_user_identity"] = True
+    return out
+
+
+def _parse_peer(text: str, where: str) -> tuple[str, tuple[str, int]]:
+    aet, sep, address = text.partition("=")
+    host, sep2, port_text = address.rpartition(":")
+    if not sep or not sep2 or not host.strip():
+        raise CLIError(f"invalid peer {text!r} in {where}: use AET=HOST:PORT")
+    return _peer_entry(aet, host, port_text, where)
+
+
+def _peer_entry(aet: Any, host: Any, port: Any, where: str) -> tuple[str, tuple[str, int]]:
+    try:
+        aet = _ae(str(aet))
+        value = int(port)
+        if not 1 <= value <= 65535:
+            raise ValueError
+    except (argparse.ArgumentTypeError, ValueError, TypeError):
+        raise CLIError(f"invalid peer {aet}={host}:{port} in {where}") from None
+    return aet, (str(host).strip(), value)
+
+
+def _load_config(path: str) -> dict[str, Any]:
+    import tomllib
+
+    try:
+        with open(path, "rb") as fp:
+            raw = tomllib.load(fp)
+    except OSError as exc:
+        raise CLIError(f"cannot read config {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise CLIError(f"invalid TOML in {path}: {exc}") from None
+    where = f"config {path}"
+    out: dict[str, Any] = {}
+    timeouts = raw.pop("timeouts", {})
+    if not isinstance(timeouts, dict):
+        raise CLIError(f"{where}: [timeouts] must be a table")
+    for short, value in timeouts.items():
+        key = f"{short}_timeout" if not short.endswith("_timeout") else short
+        if key not in ("artim_timeout", "dimse_timeout", "idle_timeout"):
+            raise CLIError(f"{where}: unknown timeout {short!r}")
+        raw[key] = value
+    peers = raw.pop("peers", {})
+    if not isinstance(peers, dict):
+        raise CLIError(f"{where}: [peers] must be a table of AET = \"host:port\"")
+    out["peers"] = {}
+    for aet, value in peers.items():
+        if isinstance(value, str):
+            name, addr = _parse_peer(f"{aet}={value}", where)
+        elif isinstance(value, dict):
+            name, addr = _peer_entry(aet, value.get("host"), value.get("port"), where)
+        elif isinstance(value, list) and len(value) == 2:
+            name, addr = _peer_entry(aet, value[0], value[1], where)
+        else:
+            raise CLIError(f"{where}: invalid peer {aet!r}")
+        out["peers"][name] = addr
+    for key, value in raw.items():
+        if key not in _SERVE_DEFAULTS:
+            raise CLIError(f"{where}: unknown key {key!r}")
+        try:
+            if key == "port":
+                value = _port(str(value)) if isinstance(value, int) and not isinstance(value, bool) else None
+            elif key == "aet":
+                value = _ae(value) if isinstance(value, str) else None
+            elif key in ("host", "storage"):
+                value = value if isinstance(value, str) and value.strip() else None
+            elif key in ("max_associations", "max_pdu"):
+                value = value if isinstance(value, int) and not isinstance(value, bool) else None
+            elif key.endswith("_timeout"):
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+                value = float(value) if ok else None
+            elif key == "strict_aet":
+                value = value if isinstance(value, bool) else None
+            elif key == "allow_calling":
+                value = [_ae(v) for v in value] if isinstance(value, list) else None
+        except (argparse.ArgumentTypeError, TypeError):
+            value = None
+        if value is None:
+            raise CLIError(f"{where}: invalid value for {key!r}: {raw[key]!r}")
+        out[key] = value
+    return out
+
+
+def _serve_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Flags over config file over defaults; raises CLIError for bad values."""
+    settings = dict(_SERVE_DEFAULTS)
+    peers: dict[str, tuple[str, int]] = {}
+    if args.config:
+        config = _load_config(args.config)
+        peers.update(config.pop("peers", {}))
+        settings.update(config)
+    for key in _SERVE_DEFAULTS:
+        value = getattr(args, key, None)
+        if value is not None:
+            settings[key] = value
+    for text in args.peer:
+        name, addr = _parse_peer(text, "--peer")
+        peers[name] = addr
+    settings["peers"] = peers
+    if settings["max_associations"] < 1:
+        raise CLIError(f"--max-associations must be at least 1, not {settings['max_associations']}")
+    if settings["max_pdu"] != 0 and not 4096 <= settings["max_pdu"] <= 0xFFFFFFFF:
+        raise CLIError(f"--max-pdu must be 0 (unlimited) or 4096..4294967295, not {settings['max_pdu']}")
+    return settings
+
+
+async def _serve(args: argparse.Namespace, settings: dict[str, Any]) -> int:
+    from .archive.server import create_archive_server
+
+    security_kwargs = _serve_security(args)
+
+    storage = settings["storage"]
+    try:
+        os.makedirs(storage, exist_ok=True)
+    except OSError as exc:
+        raise CLIError(f"cannot create storage {storage}: {exc.strerror or exc}") from None
+    try:
+        server = await create_archive_server(
+            storage,
+            settings["aet"],
+            settings["peers"],
+            strict_called_ae=settings["strict_aet"],
+            allowed_calling_aes=settings["allow_calling"],
+            max_associations=settings["max_associations"],
+            max_pdu_length=settings["max_pdu"],
+            artim_timeout=settings["artim_timeout"],
+            dimse_timeout=settings["dimse_timeout"],
+            network_timeout=settings["idle_timeout"],
+            **security_kwargs,
+        )
+    except OSError as exc:
+        raise CLIError(f"cannot open storage {storage}: {exc.strerror or exc}") from None
+    try:
+        try:
+            await server.start(settings["host"], settings["port"])
+        except OSError as exc:
+            raise CLIError(
+                f"cannot listen on {settings['host']}:{settings['port']}: {exc.strerror or exc}"
+            ) from None
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except (NotImplementedError, RuntimeError):
+                pass
+        peers = ", ".join(f"{k}={h}:{p}" for k, (h, p) in sorted(settings["peers"].items()))
+        print(
+            f"aiodicom serving {settings['aet']} on {settings['host']}:{server.port} "
+            f"(storage {os.path.abspath(storage)}{'; peers ' + peers if peers else ''})",
+            flush=True,
+        )
+        await stop.wait()
+        print("shutting down", flush=True)
+    finally:
+        await server.close(timeout=10.0)
     return 0
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    return run_loop(_serve(args), use_uvloop=not args.no_uvloop)
+    settings = _serve_settings(args)
+    if not args.verbose:
+        logging.getLogger("aiodicom").setLevel(logging.INFO)
+    return run_loop(_serve(args, settings), use_uvloop=not args.no_uvloop)
 
 
 def _collect_files(paths: Sequence[str]) -> tuple[list[Any], list[tuple[str, str]], int]:
@@ -259,7 +533,11 @@ def _store_batches(infos: Sequence[Any]) -> list[tuple[list[tuple[str, list[str]
     Explicit/Implicit VR Little Endian (those not found) as a fallback for
     re-encoding native files.
     """
-    from .uids import NATIVE_TRANSFER_SYNTAXES, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+    from .uids import (
+        NATIVE_TRANSFER_SYNTAXES,
+        ExplicitVRLittleEndian,
+        ImplicitVRLittleEndian,
+    )
 
     by_class: dict[str, list[Any]] = {}
     for info in infos:
@@ -329,6 +607,7 @@ async def _store(args: argparse.Namespace) -> int:
                 acse_timeout=args.timeout,
                 dimse_timeout=args.timeout,
                 connect_timeout=args.timeout,
+                **_scu_security(args),
             ) as assoc:
                 for info in files:
                     path = str(info.path)
@@ -449,6 +728,7 @@ async def _find(args: argparse.Namespace) -> int:
         acse_timeout=args.timeout,
         dimse_timeout=args.timeout,
         connect_timeout=args.timeout,
+        **_scu_security(args),
     ) as assoc:
         async with assoc.find(query, model) as results:
             async for status, identifier in results:
@@ -553,7 +833,13 @@ def _get_identifier(args: argparse.Namespace) -> Any:
 async def _get(args: argparse.Namespace) -> int:
     from .aio.client import associate
     from .dimse.status import describe
-    from .services.get import COMMON_STORAGE_SOP_CLASSES, GetProgress, GetResult, ReceivedInstance, get_contexts
+    from .services.get import (
+        COMMON_STORAGE_SOP_CLASSES,
+        GetProgress,
+        GetResult,
+        ReceivedInstance,
+        get_contexts,
+    )
 
     identifier = _get_identifier(args)
     os.makedirs(args.out, exist_ok=True)
@@ -570,6 +856,7 @@ async def _get(args: argparse.Namespace) -> int:
         acse_timeout=args.timeout,
         dimse_timeout=args.timeout,
         connect_timeout=args.timeout,
+        **_scu_security(args),
     ) as assoc:
         if not any(c.can_receive_requests(True) for c in assoc.contexts.values()):
             print("warning: the peer accepted no storage context with the SCP role for us", file=sys.stderr)
@@ -604,6 +891,83 @@ async def _get(args: argparse.Namespace) -> int:
 
 def _cmd_get(args: argparse.Namespace) -> int:
     return run_loop(_get(args))
+
+
+# ------------------------------------------------------------------ move
+
+
+def _add_move_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "move",
+        help="send instances to a third AE with C-MOVE",
+        description=(
+            "Ask HOST PORT to send the identified instances to the AE title --dest (which HOST must know, "
+            "e.g. `aiodicom serve --peer DEST=host:port`). Keys as for `get`. Progress goes to stderr, "
+            "the summary to stdout; the exit status is non-zero unless every sub-operation succeeded."
+        ),
+    )
+    _add_scu_args(p)
+    p.add_argument("--dest", required=True, type=_ae, metavar="AET", help="move destination AE title")
+    p.add_argument("--model", choices=("patient", "study"), default="patient", help="information model [patient]")
+    p.add_argument(
+        "--level",
+        required=True,
+        type=str.upper,
+        choices=("PATIENT", "STUDY", "SERIES", "IMAGE"),
+        help="QueryRetrieveLevel",
+    )
+    p.add_argument(
+        "-k", "--key", action="append", default=[], metavar="KEY=VALUE", help="identifier key (repeatable)"
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=_cmd_move)
+
+
+async def _move(args: argparse.Namespace) -> int:
+    from .aio.client import associate
+    from .dimse.status import describe
+    from .services.move import MOVE_MODELS, MoveProgress, MoveResult
+
+    identifier = _get_identifier(args)
+    result: MoveResult | None = None
+    async with associate(
+        args.host,
+        args.port,
+        called_ae=args.aec,
+        calling_ae=args.aet,
+        contexts=[MOVE_MODELS[args.model]],
+        acse_timeout=args.timeout,
+        dimse_timeout=args.timeout,
+        connect_timeout=args.timeout,
+        **_scu_security(args),
+    ) as assoc:
+        async with assoc.move(identifier, args.dest, args.model) as op:
+            async for item in op:
+                if isinstance(item, MoveProgress):
+                    if not args.quiet:
+                        print(
+                            f"pending: {item.remaining if item.remaining is not None else '?'} remaining, "
+                            f"{item.completed} completed, {item.failed} failed, {item.warning} warning",
+                            file=sys.stderr,
+                        )
+                else:
+                    result = item
+    if result is None:  # pragma: no cover - the iterator always ends with a result
+        raise CLIError("no final C-MOVE response")
+    print(
+        f"C-MOVE from {args.aec}@{args.host}:{args.port} to {args.dest}: status 0x{int(result.status):04X} "
+        f"({describe(result.status)}), completed {result.completed or 0}, failed {result.failed or 0}, "
+        f"warning {result.warning or 0}"
+    )
+    if result.status != 0:
+        detail = f"; failed: {' '.join(result.failed_sop_instance_uids)}" if result.failed_sop_instance_uids else ""
+        comment = f" ({result.error_comment})" if result.error_comment else ""
+        raise CLIError(f"C-MOVE finished with status 0x{int(result.status):04X}{comment}{detail}")
+    return 0
+
+
+def _cmd_move(args: argparse.Namespace) -> int:
+    return run_loop(_move(args))
 
 
 # ------------------------------------------------------------------- rpq
@@ -710,6 +1074,7 @@ async def _rpq(args: argparse.Namespace) -> int:
         acse_timeout=args.timeout,
         dimse_timeout=args.timeout,
         connect_timeout=args.timeout,
+        **_scu_security(args),
     ) as assoc:
         try:
             ds = await relevant_patient_info(assoc, args.patient_id, args.template, issuer=args.issuer)
@@ -734,6 +1099,91 @@ def _cmd_rpq(args: argparse.Namespace) -> int:
     return run_loop(_rpq(args))
 
 
+# ------------------------------------------------------------------- bench
+
+
+def _add_bench_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="load-test an SCP (C-ECHO, C-STORE, C-FIND, C-GET)",
+        description=(
+            "Run OPERATION against HOST PORT from --concurrency workers, back to back, for --duration "
+            "seconds or --count operations; report ops/s, MB/s, latency percentiles and errors by kind. "
+            "Workers keep their association open (--per-association N re-associates every N operations, "
+            "--cycle associates and releases for every operation). store sends synthetic CT instances of "
+            "--size KiB with a new SOP Instance UID each. Progress goes to stderr, the report to stdout."
+        ),
+    )
+    p.add_argument("operation", choices=("echo", "store", "find", "get"), help="what to send")
+    _add_scu_args(p)
+    p.add_argument("-c", "--concurrency", type=int, default=1, help="concurrent workers/associations [1]")
+    limit = p.add_mutually_exclusive_group()
+    limit.add_argument("--duration", type=_positive, help="seconds to run [10 unless --count]")
+    limit.add_argument("-n", "--count", type=int, help="total number of operations")
+    p.add_argument("--warmup", type=float, default=0.0, help="seconds not counted before --duration [0]")
+    p.add_argument("--size", type=_positive, default=512.0, metavar="KiB", help="store: instance size [512]")
+    p.add_argument("--model", choices=("patient", "study"), default="patient", help="find/get: model [patient]")
+    p.add_argument(
+        "--level",
+        type=str.upper,
+        choices=("PATIENT", "STUDY", "SERIES", "IMAGE"),
+        help="find/get: QueryRetrieveLevel [PATIENT, or STUDY with --model study]",
+    )
+    p.add_argument(
+        "-k", "--key", action="append", default=[], metavar="KEY[=VALUE]", help="find/get: key (repeatable)"
+    )
+    p.add_argument("--per-association", type=int, default=0, metavar="N", help="operations per association [0: all]")
+    p.add_argument("--cycle", action="store_true", help="associate + operation + release every time")
+    p.add_argument("--json", metavar="FILE", help="save the report (with every latency) as JSON")
+    p.add_argument("--no-uvloop", action="store_true", help="use the asyncio event loop even if uvloop is installed")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=_cmd_bench)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from . import bench
+
+    query = None
+    if args.operation in ("find", "get"):
+        if args.level is None:
+            args.level = "STUDY" if args.model == "study" else "PATIENT"
+        query = _build_query(args) if args.operation == "find" else _get_identifier(args)
+    elif args.key or args.level:
+        raise CLIError("-k/--level apply to find and get only")
+    if args.cycle and args.per_association:
+        raise CLIError("--cycle and --per-association exclude each other")
+    cfg = bench.BenchConfig(
+        args.operation,
+        args.host,
+        args.port,
+        called_ae=args.aec,
+        calling_ae=args.aet,
+        concurrency=args.concurrency,
+        duration=args.duration,
+        count=args.count,
+        warmup=args.warmup,
+        size_kib=args.size,
+        query=query,
+        model=args.model,
+        per_association=args.per_association,
+        cycle=args.cycle,
+        timeout=args.timeout,
+        progress=not args.quiet,
+    )
+    try:
+        cfg.check()
+        result = run_loop(bench.run(cfg), use_uvloop=not args.no_uvloop)
+    except bench.BenchError as exc:
+        raise CLIError(str(exc)) from None
+    print(bench.format_result(result))
+    if args.json:
+        try:
+            bench.save_json(result, cfg, args.json)
+        except OSError as exc:
+            raise CLIError(f"cannot write {args.json}: {exc.strerror or exc}") from None
+    return 0 if result.ok > 0 and result.failed == 0 and result.errors_total == 0 else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``aiodicom`` command."""
     parser = build_parser()
@@ -754,7 +1204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AssociationAborted as exc:
         print(f"aiodicom {args.command}: association aborted: {exc}", file=sys.stderr)
         return 3
-    except (TimeoutError, asyncio.TimeoutError) as exc:
+    except TimeoutError as exc:
         print(f"aiodicom {args.command}: timed out{': ' + str(exc) if str(exc) else ''}", file=sys.stderr)
         return 4
     except ConnectionRefusedError:

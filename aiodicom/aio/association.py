@@ -19,6 +19,7 @@ import socket
 import struct
 from typing import TYPE_CHECKING, Any, AsyncIterable, Awaitable, Callable, Iterable, Sequence
 
+from .. import events as _ev
 from ..dimse.commands import C_CANCEL_RQ, C_STORE_RQ, Command, cancel_rq, encode_command
 from ..dimse.fragments import UNLIMITED_PDU_CAP, Message, Reassembler, fragment_message
 from ..ul import pdu as P
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from ..dimse.status import Status
     from ..services.find import FindResults
     from ..services.get import GetOperation
+    from ..services.move import MoveOperation
     from .server import Server
 
 __all__ = ["Association"]
@@ -137,6 +139,7 @@ class Association(asyncio.Protocol):
         self._tasks: set[asyncio.Task[Any]] = set()
         self.bytes_received = 0
         self.bytes_sent = 0
+        _ev.check_trace()
 
     # ------------------------------------------------------------------ props
 
@@ -182,6 +185,8 @@ class Association(asyncio.Protocol):
         if self.requestor:
             assert self.request is not None
             self.conn.request_association(self.request)
+            if _ev.enabled:
+                _ev.association(self, _ev.ASSOCIATION_REQUESTED)
         self.conn.connection_made(now)
         if self.server is not None:
             self.server._association_opened(self)
@@ -292,9 +297,13 @@ class Association(asyncio.Protocol):
             self.contexts = accepted_contexts(self.request, ev.accept)
             self.peer_max_pdu = ev.accept.user_info.max_length or 0
             self._reasm = Reassembler(self.contexts)
+            if _ev.enabled:
+                _ev.association(self, _ev.ASSOCIATION_ACCEPTED)
             if not self.established.done():
                 self.established.set_result(None)
         elif isinstance(ev, AssociationRejected):
+            if _ev.enabled:
+                _ev.association(self, _ev.ASSOCIATION_REJECTED, result=ev.reject.result, source=ev.reject.source, reason=ev.reject.reason)
             self._fail_established(AssociationRejectedError(ev.reject))
         elif isinstance(ev, ReleaseRequested):
             if self.conn.state not in (State.STA8, State.STA9, State.STA10):
@@ -312,6 +321,8 @@ class Association(asyncio.Protocol):
                 self._released.set_result(None)
         elif isinstance(ev, Aborted):
             self.abort_info = ev
+            if _ev.enabled:
+                _ev.association(self, _ev.ASSOCIATION_ABORTED, source=ev.source, reason=ev.reason, by_peer=ev.by_peer)
             aborted = AssociationAborted(ev.message or "association aborted", ev.source, ev.reason, ev.by_peer)
             self._fail_established(aborted)
             self._fail_ops(aborted)
@@ -329,6 +340,8 @@ class Association(asyncio.Protocol):
                 self._released.set_result(None)
             for task in list(self._running.values()):
                 task.cancel()
+            if _ev.enabled and not self.closed.done():
+                _ev.association(self, _ev.ASSOCIATION_CLOSED)
             if not self.closed.done():
                 self.closed.set_result(None)
 
@@ -344,6 +357,8 @@ class Association(asyncio.Protocol):
 
     def _on_association_request(self, rq: P.AAssociateRQ) -> None:
         self.request = rq
+        if _ev.enabled:
+            _ev.association(self, _ev.ASSOCIATION_REQUESTED)
         assert self.server is not None
         result = self.server._negotiate(self, rq)
         if isinstance(result, tuple):
@@ -357,16 +372,22 @@ class Association(asyncio.Protocol):
                 # e.g. C-STORE straight to disk (aiodicom.services.store)
                 self._reasm.dataset_sink = functools.partial(sink_factory, self)
             self.conn.accept(ac)
+            if _ev.enabled:
+                _ev.association(self, _ev.ASSOCIATION_ACCEPTED)
             self.conn.receive_data(b"", self._loop.time())  # PDUs that came right behind the RQ
             if not self.established.done():
                 self.established.set_result(None)
         else:
+            if _ev.enabled:
+                _ev.association(self, _ev.ASSOCIATION_REJECTED, result=result.result, source=result.source, reason=result.reason)
             self.conn.reject(result)
             self.conn.receive_data(b"", self._loop.time())
             self._fail_established(AssociationRejectedError(result))
 
     def _dispatch(self, msg: Message) -> None:
         cmd = msg.command
+        if _ev.enabled:
+            _ev.message(self, "received", msg.context_id, cmd, msg.dataset_length)
         cf = cmd.command_field
         if cf & 0x8000:
             op = self._ops.get(cmd.message_id_being_responded_to or 0)
@@ -463,6 +484,8 @@ class Association(asyncio.Protocol):
         if dataset is not None:
             command.has_dataset = True
         buffers = fragment_message(context_id, encode_command(command), dataset, self.peer_max_pdu)
+        if _ev.enabled:
+            _ev.message(self, "sent", context_id, command, sum(len(b) for b in dataset) if dataset else 0)
         if len(buffers) <= 64:
             self.conn.send_data(buffers)
             self._flush()
@@ -573,6 +596,8 @@ class Association(asyncio.Protocol):
         if self.closed.done() or not self.conn.is_established:
             raise AssociationAborted("association is not established")
         command.has_dataset = True
+        if _ev.enabled:
+            _ev.message(self, "sent", context_id, command, total_length)
         self.conn.send_data(fragment_message(context_id, encode_command(command), None, self.peer_max_pdu))
         self._flush()
         sent = 0
@@ -730,6 +755,26 @@ class Association(asyncio.Protocol):
         from ..services.find import find
 
         return find(self, query, model, priority=priority)
+
+    def move(
+        self,
+        identifier: Any,
+        destination_ae: str,
+        model: str = "patient",
+        *,
+        priority: int = 0,
+        timeout: float | None = -1.0,
+    ) -> MoveOperation:
+        """C-MOVE: ``async with assoc.move(ds, "DEST", "study") as op: async for item in op``.
+
+        Yields :class:`~aiodicom.services.move.MoveProgress` per pending
+        response, then the :class:`~aiodicom.services.move.MoveResult`;
+        ``await assoc.move(...).wait()`` returns just the result.  Leaving
+        early sends C-CANCEL and drains.  See :mod:`aiodicom.services.move`.
+        """
+        from ..services.move import move
+
+        return move(self, identifier, destination_ae, model, priority=priority, timeout=timeout)
 
     async def relevant_patient_info(
         self,
