@@ -558,7 +558,67 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="tiny smoke run (0.5 s cells, clients 1,4)")
     p.add_argument("--json", dest="json_path", metavar="PATH", help="save raw results (with latencies) here")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument(
+        "--suite",
+        default="cycles",
+        help="comma-separated: cycles (association cycles, the default), store, find, get (data benchmarks, "
+        "see benchmarks/data_suite.py); 'data' = store,find,get; 'all' = everything",
+    )
+    p.add_argument(
+        "--store-sizes", default=None, help="data suite: C-STORE sizes in KiB [40,512,65536]"
+    )
+    p.add_argument("--store-clients", type=parse_clients, default=None, help="data suite: C-STORE associations [1,16]")
+    p.add_argument("--get-clients", type=parse_clients, default=None, help="data suite: C-GET associations [1,8]")
+    p.add_argument("--get-instances", type=int, default=None, help="data suite: instances per C-GET [200]")
+    p.add_argument("--find-matches", type=int, default=None, help="data suite: C-FIND matches per query [10000]")
     return p
+
+
+def _suites(text: str) -> list[str]:
+    out: list[str] = []
+    for part in (x.strip() for x in text.split(",") if x.strip()):
+        names = {"data": ["store", "find", "get"], "all": ["cycles", "store", "find", "get"]}.get(part, [part])
+        for n in names:
+            if n not in ("cycles", "store", "find", "get"):
+                raise SystemExit(f"--suite: unknown suite {n!r} (cycles, store, find, get, data, all)")
+            if n not in out:
+                out.append(n)
+    return out or ["cycles"]
+
+
+def _data_main(args: argparse.Namespace, suites: list[str]) -> int:
+    from .data_suite import DataConfig, format_data_report, run_data
+
+    dcfg = DataConfig(suites=suites, json_path=args.json_path if "cycles" not in _suites(args.suite) else None)
+    if args.quick:
+        dcfg.duration, dcfg.warmup = 0.5, 0.2
+        dcfg.store_sizes_kib, dcfg.store_clients, dcfg.get_clients = [40, 512], [1, 4], [1, 2]
+        dcfg.find_matches, dcfg.get_instances = 1000, 20
+    if args.duration is not None:
+        dcfg.duration = args.duration
+    if args.warmup is not None:
+        dcfg.warmup = args.warmup
+    if args.store_sizes:
+        dcfg.store_sizes_kib = [float(x) for x in args.store_sizes.split(",") if x.strip()]
+    if args.store_clients:
+        dcfg.store_clients = args.store_clients
+    if args.get_clients:
+        dcfg.get_clients = args.get_clients
+    if args.get_instances:
+        dcfg.get_instances = args.get_instances
+    if args.find_matches:
+        dcfg.find_matches = args.find_matches
+    if args.impl:
+        dcfg.impls = {k.strip() for k in args.impl.split(",") if k.strip()}
+    if not args.quiet:
+        dcfg.progress = lambda s: print(s, file=sys.stderr, flush=True)
+    report = run_data(dcfg)
+    print(format_data_report(report))
+    print(f"\n(data benchmarks run time {report['meta']['total_s']:.0f} s)")
+    if dcfg.json_path:
+        print(f"raw results saved to {dcfg.json_path}")
+    measured = [r for r in report["rows"] if not (r["failure"] or "").startswith("skipped")]
+    return 0 if measured and all(not r["failure"] and (r["ops"] > 0 or r["items"] > 0) for r in measured) else 1
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -587,6 +647,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    suites = _suites(args.suite)
+    data = [s for s in suites if s != "cycles"]
+    if "cycles" not in suites:
+        return _data_main(args, data)
     cfg = config_from_args(args)
     t0 = time.monotonic()
     report = run(cfg)
@@ -595,4 +659,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if cfg.json_path:
         print(f"raw results saved to {cfg.json_path}")
     measured = [r for r in report.rows if not (r.failure or "").startswith("skipped")]
-    return 0 if measured and all(r.cycles > 0 and not r.failure for r in measured) else 1
+    rc = 0 if measured and all(r.cycles > 0 and not r.failure for r in measured) else 1
+    if data:
+        rc = max(rc, _data_main(args, data))
+    return rc

@@ -71,3 +71,51 @@ def test_cli_parser_quick() -> None:
     assert cfg.clients == [1, 4] and cfg.duration < 1 and list(cfg.sides) == ["scp"]
     cfg = runner.config_from_args(runner.build_parser().parse_args(["--clients", "1,64", "--duration", "2", "-q"]))
     assert cfg.clients == [1, 64] and cfg.duration == 2.0 and cfg.impls is None
+
+
+def test_data_benchmarks_tiny(tmp_path: Path) -> None:
+    """The store/find/get data suites at tiny sizes (aiodicom and pynetdicom SCPs)."""
+    pytest.importorskip("pynetdicom")
+    pytest.importorskip("uvloop")
+    from benchmarks import data_suite
+
+    cfg = data_suite.DataConfig(
+        suites=list(data_suite.DATA_SUITES),
+        store_sizes_kib=[8],
+        store_clients=[2],
+        find_matches=50,
+        find_clients=[1],
+        get_instances=4,
+        get_size_kib=8,
+        get_clients=[1],
+        duration=0.3,
+        warmup=0.05,
+        raw_tcp=False,
+        impls={"aiodicom-uvloop", "pynetdicom"},
+        json_path=str(tmp_path / "data.json"),
+    )
+    report = data_suite.run_data(cfg)
+    rows = report["rows"]
+    assert {(r["suite"], r["key"]) for r in rows} == {
+        (s, k) for s in data_suite.DATA_SUITES for k in ("aiodicom-uvloop", "pynetdicom")
+    }
+    for r in rows:
+        assert r["failure"] is None, r
+        assert r["errors"] == 0, r
+        assert r["items"] > 0, r
+        if r["suite"] in ("store", "get"):
+            assert r["mb_per_s"] > 0, r
+        assert r["vs_pynetdicom"] is not None, r
+    text = data_suite.format_data_report(report)
+    assert "C-STORE" in text and "C-FIND" in text and "C-GET" in text
+    assert json.loads((tmp_path / "data.json").read_text())["rows"]
+
+
+def test_raw_tcp_and_suite_parsing() -> None:
+    from benchmarks import rawtcp
+
+    res = rawtcp.measure(0.2, block=1 << 20, warmup=0.05)
+    assert res["mb_per_s"] and res["mb_per_s"] > 0
+    assert runner._suites("cycles") == ["cycles"]
+    assert runner._suites("data") == ["store", "find", "get"]
+    assert runner.build_parser().parse_args([]).suite == "cycles"  # the default run is unchanged
