@@ -13,13 +13,15 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from .aio.errors import AssociationAborted, AssociationRejectedError, DICOMError
 
 __all__ = ["build_parser", "main", "run_loop"]
 
 log = logging.getLogger("aiodicom.cli")
+
+_T = TypeVar("_T")
 
 
 class CLIError(Exception):
@@ -160,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_loop(coro: Coroutine[Any, Any, int], use_uvloop: bool = True) -> int:
+def run_loop(coro: Coroutine[Any, Any, _T], use_uvloop: bool = True) -> _T:
     """Run ``coro`` on uvloop when installed (and wanted), else asyncio."""
     if use_uvloop:
         try:
