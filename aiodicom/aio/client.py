@@ -50,6 +50,9 @@ class associate:
         D.3.3.4), e.g. ``{CTImageStorage: (False, True)}`` for C-GET.
     :param user_identity: a :class:`~aiodicom.ul.pdu.UserIdentityRQ` to send.
     :param acse_timeout: seconds to wait for the A-ASSOCIATE answer.
+    :param ssl: connect over TLS (see :func:`aiodicom.security.client_ssl_context`).
+    :param server_hostname: the name to check the server certificate
+        against (default: ``host``).
     """
 
     def __init__(
@@ -70,6 +73,7 @@ class associate:
         async_ops_window: tuple[int, int] | None = None,
         extended_negotiation: Sequence[P.SOPClassExtendedNegotiation] = (),
         ssl: _ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -96,6 +100,7 @@ class associate:
         self.network_timeout = network_timeout
         self.connect_timeout = connect_timeout
         self.ssl = ssl
+        self.server_hostname = server_hostname
         self.assoc: Association | None = None
 
     async def _open(self) -> Association:
@@ -111,7 +116,13 @@ class associate:
         try:
             # One timeout context for both phases: connect, then the ACSE answer.
             async with asyncio.timeout(self.connect_timeout) as deadline:
-                await loop.create_connection(lambda: assoc, self.host, self.port, ssl=self.ssl)
+                await loop.create_connection(
+                    lambda: assoc,
+                    self.host,
+                    self.port,
+                    ssl=self.ssl,
+                    server_hostname=self.server_hostname if self.ssl is not None else None,
+                )
                 connected = True
                 deadline.reschedule(loop.time() + self.acse_timeout)
                 await asyncio.shield(assoc.established)

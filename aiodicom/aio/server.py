@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import ssl as _ssl
 from typing import Awaitable, Callable, Iterable, Mapping, Sequence
 
 from ..dimse import commands as C
 from ..dimse.fragments import DatasetSink, Message
+from ..security import NOT_AUTHORIZED, AccessPolicy, operation_name
 from ..services.echo import handle_echo
 from ..uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, VERIFICATION_SOP_CLASS
 from ..ul import pdu as P
@@ -44,6 +46,14 @@ class Server:
     :param allowed_calling_aes: accept only these calling AE titles.
     :param max_associations: beyond this many open associations, new ones are
         rejected (transient, local limit exceeded).
+    :param identity_check: decides User Identity Negotiation items (see
+        :mod:`aiodicom.security`); a failure rejects the association.
+    :param ssl: serve over TLS (see :func:`aiodicom.security.server_ssl_context`).
+    :param access_policy: per calling AE operations
+        (:class:`aiodicom.security.AccessPolicy`); denied requests are
+        answered 0x0124 (Refused: not authorized).
+    :param require_user_identity: reject associations without a User
+        Identity item (with ``identity_check``).
     """
 
     def __init__(
@@ -62,6 +72,8 @@ class Server:
         network_timeout: float | None = None,
         identity_check: Callable[[P.UserIdentityRQ], tuple[bool, bytes | None]] | None = None,
         ssl: _ssl.SSLContext | None = None,
+        access_policy: AccessPolicy | None = None,
+        require_user_identity: bool = False,
     ) -> None:
         P.encode_ae_title(ae_title)  # validate
         self.ae_title = ae_title
@@ -74,7 +86,10 @@ class Server:
         #: Optional ``(assoc, context_id, command) -> DatasetSink | None``: lets a
         #: service stream incoming data sets (e.g. C-STORE to disk) instead of
         #: buffering them; see :func:`aiodicom.services.store.serve_store`.
-        self.dataset_sink_factory: Callable[[Association, int, C.Command], DatasetSink | None] | None = None
+        self._dataset_sink_factory: Callable[[Association, int, C.Command], DatasetSink | None] | None = None
+        #: Per calling AE permissions (None: everything allowed).
+        self.access_policy = access_policy
+        self.require_user_identity = require_user_identity
         self.policy = AcceptorPolicy(
             ae_title=ae_title,
             supported=self.contexts,
@@ -98,6 +113,33 @@ class Server:
         self.total_associations = 0
 
     # ---------------------------------------------------------------- setup
+
+    @property
+    def dataset_sink_factory(self) -> Callable[[Association, int, C.Command], DatasetSink | None] | None:
+        """Streams incoming data sets (set by e.g. ``serve_store``); with an
+        access policy, requests the calling AE may not make are not streamed."""
+        factory = self._dataset_sink_factory
+        if factory is None or self.access_policy is None:
+            return factory
+        return functools.partial(self._guarded_sink, factory)
+
+    @dataset_sink_factory.setter
+    def dataset_sink_factory(
+        self, factory: Callable[[Association, int, C.Command], DatasetSink | None] | None
+    ) -> None:
+        self._dataset_sink_factory = factory
+
+    def _guarded_sink(
+        self,
+        factory: Callable[[Association, int, C.Command], DatasetSink | None],
+        assoc: Association,
+        context_id: int,
+        command: C.Command,
+    ) -> DatasetSink | None:
+        policy = self.access_policy
+        if policy is not None and not policy.allows_command(assoc.calling_ae, command.command_field):
+            return None  # buffered, then refused by handle_request
+        return factory(assoc, context_id, command)
 
     def add_context(self, abstract_syntax: str, transfer_syntaxes: Sequence[str] = DEFAULT_TRANSFER_SYNTAXES) -> None:
         """Accept ``abstract_syntax`` with ``transfer_syntaxes``."""
@@ -184,6 +226,9 @@ class Server:
         if len(self.associations) > self.max_associations:
             log.warning("association from %s rejected: limit of %d reached", rq.calling_ae, self.max_associations)
             return P.AAssociateRJ(P.RJ_RESULT_TRANSIENT, P.RJ_SOURCE_PRESENTATION, P.RJ_REASON_LOCAL_LIMIT_EXCEEDED)
+        if self.require_user_identity and rq.user_info.user_identity_rq is None:
+            log.info("association from %s rejected: no user identity", rq.calling_ae)
+            return P.AAssociateRJ(P.RJ_RESULT_PERMANENT, P.RJ_SOURCE_USER, P.RJ_REASON_NO_REASON)
         answer, contexts = negotiate(rq, self.policy)
         if isinstance(answer, P.AAssociateRJ):
             log.info("association from %s (%s) rejected: %s", rq.calling_ae, assoc.peer_address, answer.describe())
@@ -193,6 +238,14 @@ class Server:
 
     async def handle_request(self, assoc: Association, msg: Message) -> None:
         """Dispatch one request to its handler (or refuse it)."""
+        policy = self.access_policy
+        if policy is not None and not policy.allows_command(assoc.calling_ae, msg.command.command_field):
+            log.warning(
+                "%s from %s refused: not authorized",
+                operation_name(msg.command.command_field), assoc.calling_ae.strip(),
+            )
+            await assoc.send(msg.context_id, C.response_to(msg.command, NOT_AUTHORIZED))
+            return
         handler = self.handlers.get(msg.command.command_field)
         if handler is None:
             # PS3.7 C.4.2: an operation we do not perform.

@@ -158,6 +158,7 @@ class FindResults:
         self.transfer_syntax = ""
         self._state = _NEW
         self._op: _Operation | None = None
+        self._drain_task: asyncio.Future[Status | None] | None = None
 
     # -- protocol ------------------------------------------------------------
 
@@ -253,6 +254,12 @@ class FindResults:
         """Stop: send C-CANCEL if needed and consume responses to the final one."""
         if self._state != _RUNNING:
             self._state = _DONE
+            drain = self._drain_task
+            if drain is not None:
+                # abandoned by a cancellation inside ``async with``: wait for the drain
+                status = await asyncio.shield(drain)
+                if status is not None:
+                    self.final_status = status
             return
         assert self._op is not None and self.message_id is not None
         if not self._final_queued():
@@ -275,6 +282,7 @@ class FindResults:
         if not self._final_queued():
             self._cancel_now()
         task = asyncio.ensure_future(_drain(assoc, self._op, self.message_id), loop=assoc._loop)
+        self._drain_task = task
         tasks = _draining.setdefault(assoc, set())
         tasks.add(task)
 
@@ -487,6 +495,7 @@ class _FindService:
         """Send the pending responses; return the final status and comment."""
         cmd = req.command
         items = _aiter_items(handler, req)
+        step: asyncio.Future[FindItem] | None = None
         try:
             while True:
                 if cancelled.done():
@@ -532,6 +541,12 @@ class _FindService:
             text = str(exc)
             return HANDLER_FAILED, f"{type(exc).__name__}: {text}" if text else type(exc).__name__
         finally:
+            if step is not None and not step.done():
+                # cancelled from outside (association closed): stop the handler first
+                step.cancel()
+                await asyncio.wait((step,))
+                if not step.cancelled():
+                    step.exception()  # retrieved: the operation is over anyway
             await items.aclose()
 
 

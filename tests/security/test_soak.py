@@ -1,0 +1,203 @@
+"""Soak: bounded mixed echo/store/find load with random connects and aborts.
+
+A fixed number of operations (not a duration) against one in-process
+server, so the run is reproducible and CI-friendly.  Afterwards: no errors
+but the injected ones, no leaked tasks, file descriptors or associations,
+and bounded RSS growth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+import random
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset
+
+import aiodicom
+from aiodicom.aio.errors import AssociationAborted
+from aiodicom.services.find import FindRequest, serve_find
+from aiodicom.services.store import serve_store, store_to_directory
+from aiodicom.uids import PatientRootQueryRetrieveInformationModelFind as PATIENT_FIND
+
+pytestmark = pytest.mark.soak
+
+VERIFICATION = "1.2.840.10008.1.1"
+CT = "1.2.840.10008.5.1.4.1.1.2"
+OPERATIONS = 1000  # per event loop implementation
+WORKERS = 8
+SEED = 20240601
+RSS_BOUND = 50 * 1024 * 1024
+
+
+def fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def fd_table() -> dict[str, str]:
+    out = {}
+    for f in os.listdir("/proc/self/fd"):
+        try:
+            out[f] = os.readlink(f"/proc/self/fd/{f}")
+        except OSError:
+            pass
+    return out
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/status") as fp:
+        for line in fp:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0  # pragma: no cover
+
+
+def make_instance(i: int) -> Dataset:
+    from pydicom import dcmread
+
+    path = get_testdata_file("CT_small.dcm")
+    if path is None:  # pragma: no cover
+        pytest.skip("pydicom test file CT_small.dcm unavailable")
+    ds = dcmread(path)
+    ds.SOPInstanceUID = f"1.2.826.0.1.3680043.10.999.{i}"
+    return ds
+
+
+async def find_handler(req: FindRequest) -> AsyncIterator[Dataset]:
+    for n in range(3):
+        ds = Dataset()
+        ds.QueryRetrieveLevel = "PATIENT"
+        ds.PatientID = f"P{n}"
+        yield ds
+
+
+async def test_soak(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, "aiodicom")
+    template = make_instance(0)
+    # libuv reserves one spare fd (/dev/null, for EMFILE handling) per loop on
+    # its first listen(): make that part of the baseline.
+    probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    probe.close()
+    await probe.wait_closed()
+    gc.collect()
+    tasks_before = {t for t in asyncio.all_tasks() if not t.done()}
+    fds_before = fd_count()
+    fd_table_before = fd_table()
+
+    server = aiodicom.Server("SOAK", max_associations=64, artim_timeout=2.0)
+    serve_store(server, store_to_directory(tmp_path / "in", fsync=False))
+    serve_find(server, find_handler, models=("patient",))
+    await server.start("127.0.0.1", 0)
+    port = server.port
+
+    # warm up (first-use allocations, imports) before measuring memory
+    async with aiodicom.associate("127.0.0.1", port, contexts=[VERIFICATION, CT, PATIENT_FIND]) as assoc:
+        await assoc.echo()
+        await assoc.store(template)
+        async for _ in assoc.find(Dataset(), "patient"):
+            pass
+    gc.collect()
+    rss_before = rss_bytes()
+
+    rng = random.Random(SEED)
+    budget = OPERATIONS
+    counts: Counter[str] = Counter()
+    errors: list[BaseException] = []
+
+    def take() -> bool:
+        nonlocal budget
+        if budget <= 0:
+            return False
+        budget -= 1
+        return True
+
+    async def raw_connect_and_drop() -> None:
+        _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        if rng.random() < 0.5:
+            writer.write(b"\x01\x00\x00\x00")  # half a PDU header, then gone
+        writer.close()
+        await writer.wait_closed()
+        counts["raw-drop"] += 1
+
+    async def session(wid: int) -> None:
+        assoc = await aiodicom.associate(
+            "127.0.0.1", port, calling_ae=f"W{wid}", contexts=[VERIFICATION, CT, PATIENT_FIND], dimse_timeout=10
+        )
+        try:
+            for _ in range(rng.randint(1, 8)):
+                if not take():
+                    break
+                kind = rng.choice(("echo", "store", "store", "find"))
+                if kind == "echo":
+                    assert await assoc.echo() == 0
+                elif kind == "store":
+                    template.SOPInstanceUID = f"1.2.826.0.1.3680043.10.999.{rng.randrange(10**9)}"
+                    assert (await assoc.store(template)).is_success
+                else:
+                    found = [i async for _s, i in assoc.find(Dataset(), "patient") if i is not None]
+                    assert len(found) == 3
+                counts[kind] += 1
+            if rng.random() < 0.25:
+                assoc.abort()  # injected: abort instead of release
+                await assoc.wait_closed()
+                counts["abort"] += 1
+            else:
+                await assoc.release()
+        except BaseException:
+            assoc.abort()
+            raise
+
+    async def worker(wid: int) -> None:
+        while budget > 0:
+            try:
+                r = rng.random()
+                if r < 0.1:
+                    await raw_connect_and_drop()
+                elif r < 0.15 and take():
+                    # injected: abort in the middle of a C-STORE
+                    assoc = await aiodicom.associate("127.0.0.1", port, contexts=[CT])
+                    store = asyncio.ensure_future(assoc.store(template))
+                    await asyncio.sleep(0)
+                    assoc.abort()
+                    try:
+                        await store
+                    except AssociationAborted:
+                        pass
+                    await assoc.wait_closed()
+                    counts["store-abort"] += 1
+                else:
+                    await session(wid)
+            except BaseException as exc:  # noqa: BLE001 - collected, reported below
+                errors.append(exc)
+                return
+
+    async with asyncio.timeout(60):
+        await asyncio.gather(*(worker(w) for w in range(WORKERS)))
+    assert not errors, errors
+    assert sum(counts[k] for k in ("echo", "store", "find", "store-abort")) == OPERATIONS, counts
+    assert counts["abort"] and counts["raw-drop"] and counts["store"] and counts["find"], counts
+
+    async with asyncio.timeout(10):
+        while server.associations:
+            await asyncio.sleep(0.01)
+    assert server.total_associations > 50
+    gc.collect()
+    rss_growth = rss_bytes() - rss_before
+    await server.close(timeout=1.0)
+    await asyncio.sleep(0.05)  # let transports finish closing
+    gc.collect()
+
+    leaked = {t for t in asyncio.all_tasks() if not t.done()} - tasks_before - {asyncio.current_task()}
+    assert not leaked, leaked
+    new_fds = {k: v for k, v in fd_table().items() if fd_table_before.get(k) != v}
+    assert fd_count() <= fds_before, new_fds
+    assert rss_growth < RSS_BOUND, rss_growth
+    tracebacks = [r for r in caplog.records if r.exc_info is not None or r.levelno >= logging.ERROR]
+    assert not tracebacks, [r.getMessage() for r in tracebacks]
