@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterable, Awaitable, Callable, Itera
 
 from .. import events as _ev
 from ..dimse.commands import C_CANCEL_RQ, C_STORE_RQ, Command, cancel_rq, encode_command
-from ..dimse.fragments import UNLIMITED_PDU_CAP, Message, Reassembler, fragment_message
+from ..dimse.fragments import MAX_DATASET_IN_MEMORY, UNLIMITED_PDU_CAP, Message, Reassembler, fragment_message
 from ..ul import pdu as P
 from ..ul.connection import (
     Aborted,
@@ -366,7 +366,9 @@ class Association(asyncio.Protocol):
             self.accept = ac
             self.contexts = contexts
             self.peer_max_pdu = rq.user_info.max_length or 0
-            self._reasm = Reassembler(contexts)
+            self._reasm = Reassembler(
+                contexts, max_dataset_in_memory=getattr(self.server, "max_dataset_in_memory", MAX_DATASET_IN_MEMORY)
+            )
             sink_factory = getattr(self.server, "dataset_sink_factory", None)
             if sink_factory is not None:
                 # e.g. C-STORE straight to disk (aiodicom.services.store)

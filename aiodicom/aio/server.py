@@ -9,7 +9,7 @@ import ssl as _ssl
 from typing import Awaitable, Callable, Iterable, Mapping, Sequence
 
 from ..dimse import commands as C
-from ..dimse.fragments import DatasetSink, Message
+from ..dimse.fragments import MAX_DATASET_IN_MEMORY, DatasetSink, Message
 from ..security import NOT_AUTHORIZED, AccessPolicy, operation_name
 from ..services.echo import handle_echo
 from ..uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, VERIFICATION_SOP_CLASS
@@ -54,6 +54,9 @@ class Server:
         answered 0x0124 (Refused: not authorized).
     :param require_user_identity: reject associations without a User
         Identity item (with ``identity_check``).
+    :param max_dataset_in_memory: a received data set that no service
+        streams (e.g. a C-FIND identifier, a C-STORE to a plain handler) is
+        spooled to an unlinked temporary file past this many bytes.
     """
 
     def __init__(
@@ -74,8 +77,12 @@ class Server:
         ssl: _ssl.SSLContext | None = None,
         access_policy: AccessPolicy | None = None,
         require_user_identity: bool = False,
+        max_dataset_in_memory: int | None = MAX_DATASET_IN_MEMORY,
     ) -> None:
         P.encode_ae_title(ae_title)  # validate
+        #: Received data sets (not streamed by a service) larger than this
+        #: are spooled to a temporary file; ``None``: always in memory.
+        self.max_dataset_in_memory = max_dataset_in_memory
         self.ae_title = ae_title
         self.contexts: dict[str, list[str]] = {
             k: list(v) for k, v in (contexts or {VERIFICATION_SOP_CLASS: DEFAULT_TRANSFER_SYNTAXES}).items()

@@ -16,7 +16,10 @@ P-DATA-TF PDUs ready for ``transport.writelines``.
 
 from __future__ import annotations
 
+import mmap
+import os
 import struct
+import tempfile
 from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -34,6 +37,7 @@ __all__ = [
     "MIN_MAX_PDU_LENGTH",
     "UNLIMITED_PDU_CAP",
     "MAX_COMMAND_LENGTH",
+    "MAX_DATASET_IN_MEMORY",
 ]
 
 #: One received PDV: (presentation context ID, message control header, fragment).
@@ -50,6 +54,9 @@ UNLIMITED_PDU_CAP = 4 * 1024 * 1024
 #: Default limit on the size of one received command set.  Real command sets
 #: are a few hundred bytes; this bounds memory spent on a hostile peer.
 MAX_COMMAND_LENGTH = 64 * 1024
+#: Default size past which a received data set (with no sink) is spooled to
+#: an anonymous temporary file instead of being held in memory.
+MAX_DATASET_IN_MEMORY = 64 * 1024 * 1024
 
 _PDU_HDR = struct.Struct(">BBI")  # type 0x04, reserved, length
 _PDV_HDR = struct.Struct(">IBB")  # item length, context id, control
@@ -133,19 +140,25 @@ class Reassembler:
 
     ``dataset_sink`` (optional) is a :data:`DatasetSinkFactory`; set it to
     stream large data sets (e.g. C-STORE to disk) instead of keeping the
-    fragments in memory.
+    fragments in memory.  Without a sink, a data set that grows past
+    ``max_dataset_in_memory`` bytes is moved to an unlinked temporary file
+    and delivered as one read-only memoryview of a memory map of it, so a
+    peer cannot make us hold more than that many bytes of a message in
+    memory (``None``: no limit).
     """
 
     __slots__ = (
         "accepted_contexts",
         "dataset_sink",
         "max_command_length",
+        "max_dataset_in_memory",
         "_phase",
         "_context_id",
         "_command_parts",
         "_command_length",
         "_command",
         "_dataset",
+        "_dataset_length",
         "_sink",
     )
 
@@ -155,16 +168,19 @@ class Reassembler:
         *,
         dataset_sink: DatasetSinkFactory | None = None,
         max_command_length: int = MAX_COMMAND_LENGTH,
+        max_dataset_in_memory: int | None = MAX_DATASET_IN_MEMORY,
     ) -> None:
         self.accepted_contexts = accepted_contexts
         self.dataset_sink = dataset_sink
         self.max_command_length = max_command_length
+        self.max_dataset_in_memory = max_dataset_in_memory
         self._phase = _IDLE
         self._context_id = 0
         self._command_parts: list[memoryview | bytes] = []
         self._command_length = 0
         self._command: Command | None = None
         self._dataset: list[memoryview | bytes] = []
+        self._dataset_length = 0
         self._sink: DatasetSink | None = None
 
     @property
@@ -191,6 +207,7 @@ class Reassembler:
         self._command_length = 0
         self._command = None
         self._dataset = []
+        self._dataset_length = 0
         self._sink = None
         if sink is not None:
             abort = getattr(sink, "abort", None)
@@ -225,6 +242,10 @@ class Reassembler:
                     sink.write(data if isinstance(data, memoryview) else memoryview(data))
                 else:
                     self._dataset.append(data)
+                    self._dataset_length += len(data)
+                    limit = self.max_dataset_in_memory
+                    if limit is not None and self._dataset_length > limit:
+                        self._spool_to_file()
                 if last:
                     done.append(self._finish_dataset())
                 continue
@@ -273,6 +294,7 @@ class Reassembler:
         self._phase = _DATASET
         self._command = command
         self._dataset = []
+        self._dataset_length = 0
         factory = self.dataset_sink
         if factory is not None:
             self._sink = factory(context_id, command)
@@ -282,7 +304,10 @@ class Reassembler:
         command = self._command
         assert command is not None
         sink = self._sink
-        if sink is not None:
+        if isinstance(sink, _FileSpool):
+            self._sink = None
+            message = Message(self._context_id, command, sink.close())
+        elif sink is not None:
             self._sink = None
             message = Message(self._context_id, command, [], sink.close())
         else:
@@ -290,7 +315,55 @@ class Reassembler:
         self._phase = _IDLE
         self._command = None
         self._dataset = []
+        self._dataset_length = 0
         return message
+
+    def _spool_to_file(self) -> None:
+        spool = _FileSpool()
+        try:
+            for part in self._dataset:
+                spool.write(part if isinstance(part, memoryview) else memoryview(part))
+        except BaseException:
+            spool.abort()
+            raise
+        self._dataset = []
+        self._sink = spool
+
+
+class _FileSpool:
+    """A data set too large for memory: an unlinked temporary file.
+
+    ``close()`` maps the file read-only and returns it as the message's one
+    data set buffer (pages are file-backed, so the kernel can drop them).
+    A write error (disk full) raises ``OSError``, which aborts the
+    association like any other failure to take a message.
+    """
+
+    __slots__ = ("_file", "_size")
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile(prefix="aiodicom-spool-")
+        self._size = 0
+
+    def write(self, data: memoryview) -> None:
+        fd = self._file.fileno()
+        while data:
+            n = os.write(fd, data)
+            data = data[n:]
+            self._size += n
+
+    def close(self) -> list[memoryview | bytes]:
+        f = self._file
+        try:
+            if self._size == 0:
+                return [b""]
+            mapped = mmap.mmap(f.fileno(), self._size, access=mmap.ACCESS_READ)
+        finally:
+            f.close()  # the mapping keeps the (already unlinked) file alive
+        return [memoryview(mapped)]
+
+    def abort(self) -> None:
+        self._file.close()
 
 
 def _as_bytes_view(buf: bytes | bytearray | memoryview) -> memoryview:

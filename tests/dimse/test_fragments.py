@@ -476,3 +476,46 @@ def test_dataset_sink_aborted_on_protocol_error_and_reset() -> None:
     # usable again after reset
     [msg] = r2.feed([(1, 0x03, mv(ECHO))])
     assert msg.command == echo_rq(1)
+
+
+# --- Spooling large data sets to disk --------------------------------------------
+
+
+def test_large_dataset_is_spooled_to_a_file_and_delivered_intact() -> None:
+    payload = bytes(range(256)) * 40  # 10240 bytes
+    r = Reassembler({1}, max_dataset_in_memory=4096)
+    msgs = r.feed([(1, 0x03, memoryview(STORE))])
+    assert msgs == []
+    chunks = [payload[i : i + 1000] for i in range(0, len(payload), 1000)]
+    for chunk in chunks[:-1]:
+        assert r.feed([(1, 0x00, memoryview(chunk))]) == []
+    assert r._dataset == [], "fragments past the limit are not held in memory"
+    (msg,) = r.feed([(1, 0x02, memoryview(chunks[-1]))])
+    assert msg.sink_result is None
+    assert msg.dataset is not None and len(msg.dataset) == 1
+    view = msg.dataset[0]
+    assert isinstance(view, memoryview) and view.readonly
+    assert msg.dataset_length == len(payload)
+    assert msg.dataset_bytes() == payload
+
+
+def test_dataset_under_the_limit_stays_in_memory_as_received() -> None:
+    r = Reassembler({1}, max_dataset_in_memory=4096)
+    r.feed([(1, 0x03, memoryview(STORE))])
+    part = memoryview(b"\x01" * 4096)
+    (msg,) = r.feed([(1, 0x02, part)])
+    assert msg.dataset == [part]
+
+
+def test_spooled_partial_message_is_dropped_on_reset() -> None:
+    r = Reassembler({1}, max_dataset_in_memory=10)
+    r.feed([(1, 0x03, memoryview(STORE))])
+    r.feed([(1, 0x00, memoryview(b"x" * 100))])
+    spool = r._sink
+    assert spool is not None
+    r.reset()
+    assert r._sink is None and not r.in_progress
+    assert spool._file.closed  # type: ignore[attr-defined]
+    # the next message reassembles normally
+    (msg,) = r.feed([(1, 0x03, memoryview(ECHO))])
+    assert msg.command.command_field == C_ECHO_RQ

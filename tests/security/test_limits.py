@@ -270,3 +270,25 @@ async def test_disk_full_answers_a700_and_keeps_serving(
     files = [p for p in (tmp_path / "in").rglob("*") if p.is_file()]
     assert len(files) == 1 and not files[0].name.startswith("."), files  # no temp file left behind
     await still_serving(server)
+
+
+async def test_large_dataset_to_plain_handler_is_spooled_not_held(make_server) -> None:  # type: ignore[no-untyped-def]
+    """A data set past ``max_dataset_in_memory`` reaches a plain handler intact, from a file."""
+    from pydicom import dcmread
+
+    server = await make_server(max_dataset_in_memory=4096)
+    seen: list[tuple[int, object, bytes]] = []
+
+    async def handler(req) -> int:  # type: ignore[no-untyped-def]
+        frags = req.message.dataset
+        seen.append((len(frags), req.dataset.PatientName, req.dataset.PixelData))
+        return 0x0000
+
+    serve_store(server, handler)
+    async with aiodicom.associate("127.0.0.1", server.port, contexts=[CT], max_pdu_length=4096) as assoc:
+        assert (await assoc.store(ct_file())).is_success
+    original = dcmread(ct_file())
+    assert len(seen) == 1
+    n_fragments, name, pixels = seen[0]
+    assert n_fragments == 1  # one mapped file, not the many received fragments
+    assert name == original.PatientName and pixels == original.PixelData
