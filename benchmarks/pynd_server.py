@@ -27,6 +27,7 @@ def main() -> int:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--aet", default="PYNETDICOM")
+    p.add_argument("--max-associations", type=int, default=4096, help="pynetdicom's maximum_associations [4096]")
     p.add_argument("--nodelay", action="store_true", help="set TCP_NODELAY on accepted sockets")
     args = p.parse_args()
 
@@ -38,7 +39,7 @@ def main() -> int:
         lg.handlers.clear()
         lg.setLevel(logging.WARNING)
 
-    transport.AssociationServer.request_queue_size = 4096
+    transport.AssociationServer.request_queue_size = max(4096, args.max_associations)
     if args.nodelay:
         orig = transport.AssociationServer.get_request
 
@@ -50,7 +51,7 @@ def main() -> int:
         transport.AssociationServer.get_request = get_request  # type: ignore[method-assign]
 
     ae = AE(ae_title=args.aet)
-    ae.maximum_associations = 4096
+    ae.maximum_associations = args.max_associations
     ae.add_supported_context(Verification)
     print(f"pynetdicom SCP on {args.host}:{args.port} nodelay={args.nodelay}", flush=True)
     ae.start_server((args.host, args.port), block=True)

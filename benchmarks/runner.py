@@ -57,7 +57,7 @@ SIDE_TITLES = {
 class Config:
     """What to run."""
 
-    clients: list[int] = field(default_factory=lambda: [1, 64])
+    clients: list[int] = field(default_factory=lambda: [1, 64, 512])
     duration: float = 3.0
     warmup: float = 1.0
     sides: Sequence[str] = SIDES
@@ -544,7 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Association cycles per second (associate + C-ECHO + release) of aiodicom, "
         "pynetdicom and DCMTK, SCP side and SCU side.",
     )
-    p.add_argument("--clients", type=parse_clients, default=None, help="concurrent clients per cell [1,64]")
+    p.add_argument("--clients", type=parse_clients, default=None, help="concurrent clients per cell [1,64,512]")
     p.add_argument("--duration", type=float, default=None, help="measured seconds per cell [3]")
     p.add_argument("--warmup", type=float, default=None, help="warm-up seconds per cell [1]")
     p.add_argument("--repeat", type=int, default=1, help="runs per cell; the median-rate run is shown [1]")
@@ -562,8 +562,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--suite",
         default="cycles",
         help="comma-separated: cycles (association cycles, the default), store, find, get (data benchmarks, "
-        "see benchmarks/data_suite.py); 'data' = store,find,get; 'all' = everything",
+        "see benchmarks/data_suite.py), hold (associations held open by one process, RSS per association), "
+        "scaling (C-ECHO/s vs concurrent associations, JSON + PNG); 'data' = store,find,get; 'all' = everything",
     )
+    p.add_argument("--hold-count", type=int, default=None, help="hold suite: associations on aiodicom [10000]")
+    p.add_argument("--hold-pynd-count", type=int, default=None, help="hold suite: associations on pynetdicom [1000]")
+    p.add_argument(
+        "--scaling-assocs", default=None, help="scaling suite: concurrent associations [1,4,16,64,256,1000]"
+    )
+    p.add_argument("--png", dest="png_path", metavar="PATH", help="scaling suite: save the plot here [scaling.png]")
     p.add_argument(
         "--store-sizes", default=None, help="data suite: C-STORE sizes in KiB [40,512,65536]"
     )
@@ -577,10 +584,15 @@ def build_parser() -> argparse.ArgumentParser:
 def _suites(text: str) -> list[str]:
     out: list[str] = []
     for part in (x.strip() for x in text.split(",") if x.strip()):
-        names = {"data": ["store", "find", "get"], "all": ["cycles", "store", "find", "get"]}.get(part, [part])
+        names = {
+            "data": ["store", "find", "get"],
+            "all": ["cycles", "store", "find", "get", "hold", "scaling"],
+        }.get(part, [part])
         for n in names:
-            if n not in ("cycles", "store", "find", "get"):
-                raise SystemExit(f"--suite: unknown suite {n!r} (cycles, store, find, get, data, all)")
+            if n not in ("cycles", "store", "find", "get", "hold", "scaling"):
+                raise SystemExit(
+                    f"--suite: unknown suite {n!r} (cycles, store, find, get, hold, scaling, data, all)"
+                )
             if n not in out:
                 out.append(n)
     return out or ["cycles"]
@@ -645,12 +657,61 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return cfg
 
 
+def _hold_scaling_main(args: argparse.Namespace, suites: list[str]) -> int:
+    """The ``hold`` and ``scaling`` suites (benchmarks/hold.py, benchmarks/scaling.py)."""
+    import json as _json
+
+    progress = None if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
+    rc = 0
+    extra: dict[str, object] = {}
+    if "hold" in suites:
+        from .hold import format_hold, run_hold
+
+        count = args.hold_count or (200 if args.quick else 10000)
+        pynd = args.hold_pynd_count or (50 if args.quick else 1000)
+        impls = {"aiodicom", "pynetdicom"}
+        if args.impl:
+            wanted = {k.strip() for k in args.impl.split(",")}
+            impls = {i for i in impls if any(w.startswith(i) for w in wanted)}
+        hold_rows = run_hold(count, pynd, impls, 256, progress)
+        print(format_hold(hold_rows))
+        extra["hold"] = hold_rows
+        if not any(r.get("held") for r in hold_rows if r["server"].startswith("aiodicom")):
+            rc = 1
+    if "scaling" in suites:
+        from .scaling import IMPLS, format_scaling, run_scaling, save_plot
+
+        text = args.scaling_assocs or ("1,4" if args.quick else "1,4,16,64,256,1000")
+        assocs = sorted({int(x) for x in text.split(",") if x.strip()})
+        impls_s = [i for i in IMPLS if not args.impl or i in {k.strip() for k in args.impl.split(",")}]
+        duration = args.duration if args.duration is not None else (0.5 if args.quick else 3.0)
+        warmup = args.warmup if args.warmup is not None else (0.2 if args.quick else 1.0)
+        scaling_rows = run_scaling(impls_s, assocs, warmup, duration, progress)
+        print(format_scaling(scaling_rows))
+        extra["scaling"] = scaling_rows
+        png = args.png_path or "scaling.png"
+        print(f"plot saved to {png}" if save_plot(scaling_rows, png) else "no plot: matplotlib is not installed")
+        if not any(r.get("echoes") for r in scaling_rows):
+            rc = 1
+    if args.json_path and extra:
+        path = args.json_path if suites == [s for s in suites if s in ("hold", "scaling")] else args.json_path + ".extra.json"
+        with open(path, "w") as f:
+            _json.dump(extra, f, indent=2)
+        print(f"hold/scaling rows saved to {path}")
+    return rc
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     suites = _suites(args.suite)
+    later = [s for s in suites if s in ("hold", "scaling")]
+    suites = [s for s in suites if s not in later]
+    if not suites:
+        return _hold_scaling_main(args, later)
     data = [s for s in suites if s != "cycles"]
     if "cycles" not in suites:
-        return _data_main(args, data)
+        rc = _data_main(args, data)
+        return max(rc, _hold_scaling_main(args, later)) if later else rc
     cfg = config_from_args(args)
     t0 = time.monotonic()
     report = run(cfg)
@@ -662,4 +723,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     rc = 0 if measured and all(r.cycles > 0 and not r.failure for r in measured) else 1
     if data:
         rc = max(rc, _data_main(args, data))
+    if later:
+        rc = max(rc, _hold_scaling_main(args, later))
     return rc

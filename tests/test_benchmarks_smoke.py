@@ -119,3 +119,35 @@ def test_raw_tcp_and_suite_parsing() -> None:
     assert runner._suites("cycles") == ["cycles"]
     assert runner._suites("data") == ["store", "find", "get"]
     assert runner.build_parser().parse_args([]).suite == "cycles"  # the default run is unchanged
+
+
+def test_hold_and_scaling_tiny(tmp_path: Path) -> None:
+    """The hold and scaling benchmarks at tiny sizes: rows, counts, JSON and text."""
+    pytest.importorskip("uvloop")
+    from benchmarks import hold, scaling
+
+    rows = hold.run_hold(40, 5, {"aiodicom"}, 16)
+    (row,) = rows
+    assert row.get("failure") is None, row
+    assert row["held"] == row["answered"] == 40 and row["errors"] == 0
+    assert row["rss_base_kib"] and row["rss_full_kib"] and row["rss_per_assoc_kib"] is not None
+    assert "KiB/assoc" in hold.format_hold(rows)
+
+    srows = scaling.run_scaling(["aiodicom-uvloop"], [1, 3], 0.05, 0.25)
+    assert [r["assocs"] for r in srows] == [1, 3]
+    for r in srows:
+        assert r.get("failure") is None, r
+        assert r["opened"] == r["assocs"] and r["echoes"] > 0 and r["errors"] == 0
+        assert r["p50_ms"] > 0 and r["p99_ms"] >= r["p50_ms"]
+    text = scaling.format_scaling(srows)
+    assert "vs N=1" in text and "aiodicom-uvloop" in text
+    png = tmp_path / "s.png"
+    if scaling.save_plot(srows, str(png)):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_runner_suites_include_hold_and_scaling() -> None:
+    assert runner._suites("all")[-2:] == ["hold", "scaling"]
+    assert runner._suites("hold,cycles") == ["hold", "cycles"]
+    with pytest.raises(SystemExit):
+        runner._suites("bogus")
