@@ -160,6 +160,7 @@ class ArchiveServer(Server):
         )
 
     async def handle_request(self, assoc: Association, msg: Message) -> None:
+        """Count the request for the per-association log line, then dispatch it."""
         stats = self._stats.get(id(assoc))
         if stats is not None:
             cf = msg.command.command_field
@@ -347,6 +348,8 @@ async def create_archive_server(
     *,
     fsync: bool = True,
     move_connect_timeout: float = 10.0,
+    recover: bool = True,
+    shared: bool = False,
     **server_kwargs: Any,
 ) -> ArchiveServer:
     """Open (creating if needed) the archive at ``storage_dir`` and build its server.
@@ -355,17 +358,24 @@ async def create_archive_server(
     resolver).  ``server_kwargs`` go to :class:`~aiodicom.aio.server.Server`
     (``strict_called_ae``, ``allowed_calling_aes``, ``max_associations``,
     ``max_pdu_length``, timeouts, ...).  ``fsync=False`` skips fsync (tests
-    and scratch data only).  The server is not started: ``await
+    and scratch data only).  ``recover=False`` skips the start-up recovery
+    scan (a worker of ``serve --workers``: the supervisor ran it once, and
+    a scan must never run while another process is writing).  ``shared``
+    makes same-UID writes exclusive across processes
+    (:meth:`Storage.share_between_processes`).  The server is not started: ``await
     server.start(host, port)``; ``await server.close()`` also closes the
     storage.
     """
     storage = await Storage.open(storage_dir, fsync=fsync, recover=False)
     try:
-        report = await storage.recover()
-        if report.temp_files_removed or report.rows_removed or report.rows_refreshed or report.orphans_indexed:
-            log.info("recovery: %s", report)
-        for rel in report.unreadable:
-            log.warning("recovery: cannot read %s (left alone)", rel)
+        if shared:
+            storage.share_between_processes()
+        if recover:
+            report = await storage.recover()
+            if report.temp_files_removed or report.rows_removed or report.rows_refreshed or report.orphans_indexed:
+                log.info("recovery: %s", report)
+            for rel in report.unreadable:
+                log.warning("recovery: cannot read %s (left alone)", rel)
         server = ArchiveServer(ae_title, contexts={VERIFICATION_SOP_CLASS: DEFAULT_TRANSFER_SYNTAXES}, **server_kwargs)
         server.storage = storage
         serve_store(server, ArchiveStore(storage), sop_classes=STORAGE_SOP_CLASSES,

@@ -287,8 +287,41 @@ class Storage:
         self.index = index
         self.fsync = fsync
         self._locks = _KeyedLocks()
+        #: set by :meth:`share_between_processes`: lock files for same-UID writes
+        self._lock_dir: Path | None = None
         self._known_dirs: set[Path] = set()
         self._tasks: set[asyncio.Task[StoreResult]] = set()
+
+    def share_between_processes(self) -> None:
+        """Serialise writes of one SOP Instance UID across processes, too.
+
+        For ``aiodicom serve --workers N``: the in-process per-UID lock only
+        orders this process's tasks; with this on, a write (file rename and
+        index update) also holds an ``flock`` on one of 64 lock files under
+        ``ROOT/.locks`` chosen by the UID, so two workers storing the same
+        instance at once leave the file and the index row from the same one.
+        """
+        lock_dir = self.root / ".locks"
+        lock_dir.mkdir(exist_ok=True)
+        self._lock_dir = lock_dir
+
+    @asynccontextmanager
+    async def _hold(self, uid: str) -> AsyncIterator[None]:
+        async with self._locks.hold(uid):
+            lock_dir = self._lock_dir
+            if lock_dir is None:
+                yield
+                return
+            import fcntl
+
+            bucket = hashlib.blake2s(uid.encode(), digest_size=1).digest()[0] % 64
+            fd = os.open(lock_dir / f"{bucket:02d}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                # blocking flock in a worker thread: the event loop keeps running
+                await asyncio.get_running_loop().run_in_executor(None, fcntl.flock, fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)  # closing the descriptor releases the lock
 
     @classmethod
     async def open(
@@ -442,7 +475,7 @@ class Storage:
     ) -> StoreResult:
         loop = asyncio.get_running_loop()
         ts = transfer_syntax.rstrip("\x00 ")
-        async with self._locks.hold(sop_instance_uid):
+        async with self._hold(sop_instance_uid):
             record, size, mtime_ns = await loop.run_in_executor(
                 None,
                 self._write_sync,
@@ -554,7 +587,7 @@ class Storage:
 
     async def _index_file(self, rel: str, uid: str, source_ae: str | None) -> StoreResult:
         loop = asyncio.get_running_loop()
-        async with self._locks.hold(uid):
+        async with self._hold(uid):
             record, ts, size, mtime_ns = await loop.run_in_executor(
                 None, self._read_committed_sync, self.root / rel, uid
             )
@@ -576,7 +609,7 @@ class Storage:
     async def remove(self, sop_instance_uid: str) -> bool:
         """Delete an instance (file first, then row); ``False`` if unknown."""
         loop = asyncio.get_running_loop()
-        async with self._locks.hold(sop_instance_uid):
+        async with self._hold(sop_instance_uid):
             loc = await self.index.get_instance(sop_instance_uid)
             if loc is None:
                 return False
