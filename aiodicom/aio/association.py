@@ -169,6 +169,7 @@ class Association(asyncio.Protocol):
     # -------------------------------------------------------- Protocol events
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """asyncio callback: the connection is up; start the upper layer (a requestor sends its A-ASSOCIATE-RQ)."""
         # uvloop's transports are not asyncio.Transport subclasses
         self.transport = transport  # type: ignore[assignment]
         sock = transport.get_extra_info("socket")
@@ -195,6 +196,7 @@ class Association(asyncio.Protocol):
         self._pump()
 
     def data_received(self, data: bytes) -> None:
+        """asyncio callback: feed received bytes to the upper-layer core."""
         self.bytes_received += len(data)
         now = self._loop.time()
         self._last_activity = now
@@ -202,9 +204,11 @@ class Association(asyncio.Protocol):
         self._pump()
 
     def eof_received(self) -> bool | None:
+        """asyncio callback: the peer closed its side; close the transport too."""
         return False  # close the transport; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """asyncio callback: the connection is gone; fail waiting operations and cancel running handlers."""
         self.conn.connection_lost(self._loop.time())
         self._pump()
         if self._timer is not None:
@@ -219,9 +223,11 @@ class Association(asyncio.Protocol):
             self.server._association_closed(self)
 
     def pause_writing(self) -> None:
+        """asyncio flow control: the write buffer is full; :meth:`drain` now waits."""
         self._write_paused = True
 
     def resume_writing(self) -> None:
+        """asyncio flow control: the write buffer drained; wake :meth:`drain` waiters."""
         self._write_paused = False
         waiters, self._drain_waiters = self._drain_waiters, []
         for w in waiters:

@@ -1,0 +1,1 @@
+"""DIMSE message layer (sans-I/O): command sets, PDV reassembly and fragmentation, status codes."""

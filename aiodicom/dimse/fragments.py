@@ -110,9 +110,13 @@ class DatasetSink(Protocol):
     protocol error ends it.  Exceptions from the sink propagate unchanged.
     """
 
-    def write(self, data: memoryview) -> object: ...
+    def write(self, data: memoryview) -> object:
+        """Take the next data set fragment."""
+        ...
 
-    def close(self) -> object: ...
+    def close(self) -> object:
+        """The data set is complete; the return value becomes :attr:`Message.sink_result`."""
+        ...
 
 
 #: ``(context_id, command) -> sink or None``; ``None`` keeps the data set in

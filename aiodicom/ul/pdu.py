@@ -195,6 +195,7 @@ class PresentationContextRQ:
     transfer_syntaxes: list[str]
 
     def encode(self) -> bytes:
+        """The encoded item, its 4-byte header included."""
         parts = [_item(_ITEM_ABSTRACT, _uid_bytes(self.abstract_syntax))]
         parts.extend(_item(_ITEM_TRANSFER, _uid_bytes(ts)) for ts in self.transfer_syntaxes)
         body = _FOUR_BYTES.pack(self.context_id, 0, 0, 0) + b"".join(parts)
@@ -202,6 +203,7 @@ class PresentationContextRQ:
 
     @classmethod
     def decode(cls, body: memoryview) -> PresentationContextRQ:
+        """Parse the item from its body (the bytes after the 4-byte item header)."""
         if len(body) < 4:
             raise _err("presentation context item too short")
         ctx_id = body[0]
@@ -243,6 +245,7 @@ class PresentationContextAC:
     transfer_syntax: str | None
 
     def encode(self) -> bytes:
+        """The encoded item, its 4-byte header included."""
         # The transfer syntax sub-item is always present; its value is
         # not significant unless the context was accepted.
         ts = self.transfer_syntax or ""
@@ -251,6 +254,7 @@ class PresentationContextAC:
 
     @classmethod
     def decode(cls, body: memoryview) -> PresentationContextAC:
+        """Parse the item from its body (the bytes after the 4-byte item header)."""
         if len(body) < 4:
             raise _err("presentation context item too short")
         ctx_id, _r, result, _r2 = _FOUR_BYTES.unpack_from(body, 0)
@@ -281,12 +285,14 @@ class RoleSelection:
     scp_role: bool
 
     def encode(self) -> bytes:
+        """The encoded item, its 4-byte header included."""
         uid = _uid_bytes(self.sop_class_uid)
         body = _U16.pack(len(uid)) + uid + bytes((int(self.scu_role), int(self.scp_role)))
         return _item(_SUB_ROLE, body)
 
     @classmethod
     def decode(cls, body: memoryview) -> RoleSelection:
+        """Parse the item from its body (the bytes after the 4-byte item header)."""
         uid, off = _read_u16_prefixed(body, 0, "role selection UID")
         if len(body) - off < 2:
             raise _err("truncated role selection item")
@@ -301,11 +307,13 @@ class SOPClassExtendedNegotiation:
     application_info: bytes
 
     def encode(self) -> bytes:
+        """The encoded item, its 4-byte header included."""
         uid = _uid_bytes(self.sop_class_uid)
         return _item(_SUB_EXT_NEG, _U16.pack(len(uid)) + uid + self.application_info)
 
     @classmethod
     def decode(cls, body: memoryview) -> SOPClassExtendedNegotiation:
+        """Parse the item from its body (the bytes after the 4-byte item header)."""
         uid, off = _read_u16_prefixed(body, 0, "extended negotiation UID")
         return cls(_decode_uid(uid, "extended negotiation UID"), bytes(body[off:]))
 
@@ -319,6 +327,7 @@ class SOPClassCommonExtendedNegotiation:
     related_general_sop_classes: list[str] = field(default_factory=list)
 
     def encode(self) -> bytes:
+        """The encoded item, its 4-byte header included."""
         uid = _uid_bytes(self.sop_class_uid)
         svc = _uid_bytes(self.service_class_uid)
         related = b"".join(
@@ -330,6 +339,7 @@ class SOPClassCommonExtendedNegotiation:
 
     @classmethod
     def decode(cls, body: memoryview) -> SOPClassCommonExtendedNegotiation:
+        """Parse the item from its body (the bytes after the 4-byte item header)."""
         uid, off = _read_u16_prefixed(body, 0, "common extended negotiation UID")
         svc, off = _read_u16_prefixed(body, off, "service class UID")
         rel, off = _read_u16_prefixed(body, off, "related general SOP classes")
@@ -363,6 +373,7 @@ class UserIdentityRQ:
     positive_response_requested: bool = False
 
     def encode(self) -> bytes:
+        """The encoded item, its 4-byte header included."""
         body = (
             bytes((self.identity_type, int(self.positive_response_requested)))
             + _U16.pack(len(self.primary))
@@ -374,6 +385,7 @@ class UserIdentityRQ:
 
     @classmethod
     def decode(cls, body: memoryview) -> UserIdentityRQ:
+        """Parse the item from its body (the bytes after the 4-byte item header)."""
         if len(body) < 2:
             raise _err("truncated user identity item")
         itype, positive = body[0], body[1]
@@ -391,10 +403,12 @@ class UserIdentityAC:
     server_response: bytes = b""
 
     def encode(self) -> bytes:
+        """The encoded item, its 4-byte header included."""
         return _item(_SUB_USER_ID_AC, _U16.pack(len(self.server_response)) + self.server_response)
 
     @classmethod
     def decode(cls, body: memoryview) -> UserIdentityAC:
+        """Parse the item from its body (the bytes after the 4-byte item header)."""
         resp, _off = _read_u16_prefixed(body, 0, "user identity server response")
         return cls(bytes(resp))
 
@@ -417,6 +431,7 @@ class UserInformation:
     unknown: list[tuple[int, bytes]] = field(default_factory=list)
 
     def encode(self) -> bytes:
+        """The encoded item, its 4-byte header included."""
         parts: list[bytes] = []
         if self.max_length is not None:
             parts.append(_item(_SUB_MAX_LENGTH, _U32.pack(self.max_length)))
@@ -437,6 +452,7 @@ class UserInformation:
 
     @classmethod
     def decode(cls, body: memoryview) -> UserInformation:
+        """Parse the item from its body (the bytes after the 4-byte item header)."""
         ui = cls()
         seen_roles: set[str] = set()
         for itype, _b1, sub in _iter_items(body, 0, len(body), "user information"):
@@ -548,6 +564,7 @@ class AAssociateRQ:
     pdu_type = A_ASSOCIATE_RQ
 
     def encode(self) -> bytes:
+        """The encoded PDU, its 6-byte header included."""
         return _encode_associate(
             A_ASSOCIATE_RQ,
             self.called_ae,
@@ -561,6 +578,7 @@ class AAssociateRQ:
 
     @classmethod
     def decode(cls, body: memoryview) -> AAssociateRQ:
+        """Parse the PDU from its body (the bytes after the 6-byte PDU header)."""
         version, called, calling, reserved, app, ctxs, ui = _decode_associate_common(body, _ITEM_PCTX_RQ)
         contexts = [PresentationContextRQ.decode(c) for c in ctxs]
         if not contexts:
@@ -587,6 +605,7 @@ class AAssociateAC:
     pdu_type = A_ASSOCIATE_AC
 
     def encode(self) -> bytes:
+        """The encoded PDU, its 6-byte header included."""
         return _encode_associate(
             A_ASSOCIATE_AC,
             self.called_ae,
@@ -600,6 +619,7 @@ class AAssociateAC:
 
     @classmethod
     def decode(cls, body: memoryview) -> AAssociateAC:
+        """Parse the PDU from its body (the bytes after the 6-byte PDU header)."""
         version, called, calling, reserved, app, ctxs, ui = _decode_associate_common(body, _ITEM_PCTX_AC)
         contexts = [PresentationContextAC.decode(c) for c in ctxs]
         _check_unique_context_ids(contexts)
@@ -643,10 +663,12 @@ class AAssociateRJ:
     pdu_type = A_ASSOCIATE_RJ
 
     def encode(self) -> bytes:
+        """The encoded PDU, its 6-byte header included."""
         return _PDU_HDR.pack(A_ASSOCIATE_RJ, 0, 4) + _FOUR_BYTES.pack(0, self.result, self.source, self.reason)
 
     @classmethod
     def decode(cls, body: memoryview) -> AAssociateRJ:
+        """Parse the PDU from its body (the bytes after the 6-byte PDU header)."""
         if len(body) != 4:
             raise _err("A-ASSOCIATE-RJ must have length 4")
         _r, result, source, reason = _FOUR_BYTES.unpack_from(body, 0)
@@ -671,6 +693,7 @@ class PDataTF:
     pdu_type = P_DATA_TF
 
     def encode(self) -> bytes:
+        """The encoded PDU, its 6-byte header included."""
         parts: list[bytes] = []
         for ctx, ctrl, data in self.pdvs:
             parts.append(_PDV_HDR.pack(len(data) + 2, ctx, ctrl))
@@ -680,6 +703,7 @@ class PDataTF:
 
     @classmethod
     def decode(cls, body: memoryview) -> PDataTF:
+        """Parse the PDU from its body (the bytes after the 6-byte PDU header)."""
         return cls(decode_pdvs(body))
 
 
@@ -709,10 +733,12 @@ class AReleaseRQ:
     pdu_type = A_RELEASE_RQ
 
     def encode(self) -> bytes:
+        """The encoded PDU, its 6-byte header included."""
         return _RELEASE_RQ_BYTES
 
     @classmethod
     def decode(cls, body: memoryview) -> AReleaseRQ:
+        """Parse the PDU from its body (the bytes after the 6-byte PDU header)."""
         if len(body) != 4:
             raise _err("A-RELEASE-RQ must have length 4")
         return cls()
@@ -725,10 +751,12 @@ class AReleaseRP:
     pdu_type = A_RELEASE_RP
 
     def encode(self) -> bytes:
+        """The encoded PDU, its 6-byte header included."""
         return _RELEASE_RP_BYTES
 
     @classmethod
     def decode(cls, body: memoryview) -> AReleaseRP:
+        """Parse the PDU from its body (the bytes after the 6-byte PDU header)."""
         if len(body) != 4:
             raise _err("A-RELEASE-RP must have length 4")
         return cls()
@@ -744,10 +772,12 @@ class AAbort:
     pdu_type = A_ABORT
 
     def encode(self) -> bytes:
+        """The encoded PDU, its 6-byte header included."""
         return _PDU_HDR.pack(A_ABORT, 0, 4) + _FOUR_BYTES.pack(0, 0, self.source, self.reason)
 
     @classmethod
     def decode(cls, body: memoryview) -> AAbort:
+        """Parse the PDU from its body (the bytes after the 6-byte PDU header)."""
         if len(body) != 4:
             raise _err("A-ABORT must have length 4")
         _r1, _r2, source, reason = _FOUR_BYTES.unpack_from(body, 0)
