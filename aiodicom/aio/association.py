@@ -339,6 +339,16 @@ class Association(asyncio.Protocol):
                 # once the A-ABORT is flushed instead of waiting for ARTIM.
                 self.conn.close_transport = True
         elif isinstance(ev, ConnectionClosed):
+            # A message cut off by the close (the peer vanished or aborted
+            # mid C-STORE) never completes: drop it and abort its dataset
+            # sink now, so a streaming sink's partial file (e.g. the
+            # archive's ``.tmp``) is removed instead of being left behind.
+            reasm = self._reasm
+            if reasm is not None and reasm.in_progress:
+                try:
+                    reasm.reset()
+                except Exception:  # noqa: BLE001 - closing must go on
+                    log.exception("discarding a partial message failed")
             exc2 = AssociationAborted("connection closed")
             self._fail_established(exc2)
             self._fail_ops(exc2)

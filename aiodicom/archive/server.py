@@ -52,7 +52,7 @@ from pydicom.dataset import Dataset
 from ..aio.server import DEFAULT_TRANSFER_SYNTAXES, Server
 from ..dataset import DatasetDecodeError
 from ..dimse.commands import C_CANCEL_RQ
-from ..part10 import InvalidPart10Error
+from ..part10 import InvalidPart10Error, Part10Writer
 from ..services.find import FindRequest, serve_find
 from ..services.get import GetRequest, serve_get
 from ..services.move import MoveInstance, MoveRequest, PeerResolver, serve_move
@@ -75,7 +75,7 @@ from ..uids import (
 )
 from .index import InvalidInstanceError
 from .matching import MatchingError
-from .storage import Storage
+from .storage import Storage, StoreResult
 
 if TYPE_CHECKING:
     from ..aio.association import Association
@@ -204,6 +204,19 @@ class ArchiveStore:
             return _Spool(None, exc, None)
         return _Spool(writer, None, writer.path)
 
+    async def _commit_and_index(
+        self, writer: Part10Writer, sop_instance_uid: str, source_ae: str | None
+    ) -> StoreResult:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, writer.commit)  # removes its temporary file if it fails
+        try:
+            return await self.storage.index_committed(writer, source_ae)
+        except BaseException:
+            # Never leave a file the index does not know about.
+            if await self.storage.index.get_instance(sop_instance_uid) is None:
+                await loop.run_in_executor(None, _unlink, writer.path)
+            raise
+
     async def __call__(self, req: StoreRequest) -> int:
         storage = self.storage
         spool = req._spool
@@ -215,14 +228,19 @@ class ArchiveStore:
                 writer = spool.writer
                 if writer is None:  # pragma: no cover - discarded spool
                     raise ServiceError(_CANNOT_UNDERSTAND, "data set was discarded")
-                await asyncio.get_running_loop().run_in_executor(None, writer.commit)
-                try:
-                    result = await storage.index_committed(writer, source_ae)
-                except BaseException:
-                    # Never leave a file the index does not know about.
-                    if await storage.index.get_instance(req.sop_instance_uid) is None:
-                        await asyncio.get_running_loop().run_in_executor(None, _unlink, writer.path)
-                    raise
+                # The commit (rename onto the final path) and the index row
+                # belong together: once the commit starts, both run to
+                # completion even if this request is cancelled because the
+                # peer vanished, as in Storage.store.  Awaiting the commit
+                # directly left a renamed but unindexed file when the
+                # cancellation came during the commit's directory fsync.
+                # The writer is taken off the spool so the service's clean-up
+                # (spool.abort) cannot race the worker thread doing the commit.
+                spool.writer = None
+                task = asyncio.ensure_future(self._commit_and_index(writer, req.sop_instance_uid, source_ae))
+                storage._tasks.add(task)  # Storage.close waits for it
+                task.add_done_callback(storage._tasks.discard)
+                result = await asyncio.shield(task)
             else:
                 result = await storage.store(
                     req.sop_class_uid, req.sop_instance_uid, req.transfer_syntax, req.fragments, source_ae

@@ -24,6 +24,7 @@ import pytest
 import aiodicom
 from aiodicom.ul import pdu as P
 from tests.conftest import dcmtk_env, free_port, require_dcmtk
+from tests.interop._pynetdicom_sync import pause_reactor
 
 pynetdicom = pytest.importorskip("pynetdicom")
 from pynetdicom import AE, build_role, evt
@@ -77,31 +78,6 @@ class PynOutcome:
     accepted: tuple[str, ...] = ()
 
 
-def _settle_pynetdicom_reactor(assoc: Any) -> None:
-    """Work around a race in pynetdicom's requestor (seen ~1% of associations).
-
-    ``send_c_echo`` pauses the association reactor by clearing a checkpoint
-    and spinning until ``_is_paused``; that flag can still read True for a
-    moment after the reactor left its ``wait()``, so the reactor keeps
-    running and may take our (fast) C-ECHO-RSP off the queue, logging
-    "Received unexpected C-ECHO service message" while ``send_c_echo`` times
-    out (pynetdicom issue #875 reports the same for C-FIND).  Pausing here
-    first and checking that the reactor stays paused closes that window.
-    Uses private attributes, so it does nothing if they are gone.
-    """
-    checkpoint = getattr(assoc, "_reactor_checkpoint", None)
-    if checkpoint is None or not hasattr(assoc, "_is_paused"):
-        return
-    checkpoint.clear()
-    end = time.monotonic() + 5.0
-    while time.monotonic() < end:
-        while not assoc._is_paused and time.monotonic() < end:
-            time.sleep(0.0001)
-        time.sleep(0.02)  # the reactor polls every 1 ms
-        if assoc._is_paused:
-            return
-
-
 def pynetdicom_scu(
     port: int,
     *,
@@ -133,7 +109,8 @@ def pynetdicom_scu(
         statuses = []
         if VERIFICATION in contexts:
             for _ in range(echoes):
-                _settle_pynetdicom_reactor(assoc)
+                # pynetdicom's reactor race (see _pynetdicom_sync): pause it for real first.
+                pause_reactor(assoc)
                 statuses.append(int(assoc.send_c_echo().Status))
         ident = assoc.acceptor.user_identity
         roles = {str(cx.abstract_syntax): (bool(cx.as_scu), bool(cx.as_scp)) for cx in assoc.accepted_contexts}
@@ -336,18 +313,27 @@ async def test_dcmtk_echoscu_wrong_called_ae_on_strict_server() -> None:
 
 
 def wait_for_port(port: int, proc: subprocess.Popen[bytes], deadline: float = DEADLINE) -> None:
-    """Bounded polling until ``port`` accepts connections (external process start-up)."""
+    """Wait until ``port`` accepts connections or ``proc`` exits (external process start-up).
+
+    storescp says nothing when it starts listening (not even with ``-d``),
+    so readiness is a condition polled with a deadline; between attempts we
+    wait on the process itself, so a storescp that dies is reported at once
+    instead of after the deadline.
+    """
     end = time.monotonic() + deadline
     while True:
-        if proc.poll() is not None:
-            raise AssertionError(f"process exited early with {proc.returncode}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
             return
         except OSError:
-            if time.monotonic() > end:
+            remaining = end - time.monotonic()
+            if remaining <= 0:
                 raise AssertionError(f"port {port} never accepted connections") from None
-            time.sleep(0.05)
+        try:
+            proc.wait(timeout=min(0.05, remaining))
+        except subprocess.TimeoutExpired:
+            continue  # still starting: try the port again
+        raise AssertionError(f"process exited early with {proc.returncode}")
 
 
 @pytest.fixture

@@ -19,13 +19,13 @@ import logging
 import os
 import sys
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from tests.conftest import dcmtk_env, free_port, require_dcmtk
+from tests.interop._pynetdicom_sync import pause_reactor
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 
@@ -182,9 +182,10 @@ def pynetdicom_get(
                 )
             )
         # pynetdicom race (not ours): right after a C-GET its reactor thread
-        # may still look paused, and a C-ECHO sent at once can have its
-        # response swallowed as "unexpected" under CPU starvation.
-        time.sleep(0.2)
+        # may still look paused while it is already running again, and a
+        # C-ECHO sent at once can have its response swallowed as "unexpected".
+        # Wait until the reactor is really blocked (see _pynetdicom_sync).
+        pause_reactor(assoc)
         echo_ok = int(getattr(assoc.send_c_echo(), "Status", -1)) == 0
     finally:
         assoc.release()
