@@ -760,6 +760,21 @@ def _cmd_find(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------- get
 
 
+def _add_retrieve_args(p: argparse.ArgumentParser) -> None:
+    """``--model``, ``--level`` and ``-k`` of the ``get`` and ``move`` commands."""
+    p.add_argument("--model", choices=("patient", "study"), default="patient", help="information model [patient]")
+    p.add_argument(
+        "--level",
+        required=True,
+        type=str.upper,
+        choices=("PATIENT", "STUDY", "SERIES", "IMAGE"),
+        help="QueryRetrieveLevel",
+    )
+    p.add_argument(
+        "-k", "--key", action="append", default=[], metavar="KEY=VALUE", help="identifier key (repeatable)"
+    )
+
+
 def _add_get_parser(sub: Any) -> None:
     p = sub.add_parser(
         "get",
@@ -772,17 +787,7 @@ def _add_get_parser(sub: Any) -> None:
         ),
     )
     _add_scu_args(p)
-    p.add_argument("--model", choices=("patient", "study"), default="patient", help="information model [patient]")
-    p.add_argument(
-        "--level",
-        required=True,
-        type=str.upper,
-        choices=("PATIENT", "STUDY", "SERIES", "IMAGE"),
-        help="QueryRetrieveLevel",
-    )
-    p.add_argument(
-        "-k", "--key", action="append", default=[], metavar="KEY=VALUE", help="identifier key (repeatable)"
-    )
+    _add_retrieve_args(p)
     p.add_argument("--out", "-od", default=".", help="directory for the received files [.]")
     p.add_argument("--no-fsync", action="store_true", help="do not fsync each written file")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
@@ -832,63 +837,83 @@ def _get_identifier(args: argparse.Namespace) -> Any:
     return ds
 
 
-async def _get(args: argparse.Namespace) -> int:
+def _scu_association(args: argparse.Namespace, contexts: Sequence[Any], **kwargs: Any) -> Any:
+    """``associate()`` to HOST PORT with the AE titles, timeout and security options of ``args``."""
     from .aio.client import associate
-    from .dimse.status import describe
-    from .services.get import (
-        COMMON_STORAGE_SOP_CLASSES,
-        GetProgress,
-        GetResult,
-        ReceivedInstance,
-        get_contexts,
-    )
 
-    identifier = _get_identifier(args)
-    os.makedirs(args.out, exist_ok=True)
-    contexts, roles = get_contexts(COMMON_STORAGE_SOP_CLASSES, models=(args.model,))
-    result: GetResult | None = None
-    received = 0
-    async with associate(
+    return associate(
         args.host,
         args.port,
         called_ae=args.aec,
         calling_ae=args.aet,
         contexts=contexts,
-        roles=roles,
         acse_timeout=args.timeout,
         dimse_timeout=args.timeout,
         connect_timeout=args.timeout,
+        **kwargs,
         **_scu_security(args),
-    ) as assoc:
-        if not any(c.can_receive_requests(True) for c in assoc.contexts.values()):
-            print("warning: the peer accepted no storage context with the SCP role for us", file=sys.stderr)
-        async with assoc.get(identifier, args.model, write_to=args.out, fsync=not args.no_fsync) as items:
-            async for item in items:
-                if isinstance(item, ReceivedInstance):
-                    received += 1
-                    if not args.quiet:
-                        print(f"received {received}: {item.path}", file=sys.stderr)
-                elif isinstance(item, GetProgress):
-                    if not args.quiet:
-                        print(
-                            f"pending: {item.remaining if item.remaining is not None else '?'} remaining, "
-                            f"{item.completed} completed, {item.failed} failed, {item.warning} warning",
-                            file=sys.stderr,
-                        )
-                else:
-                    result = item
+    )
+
+
+async def _retrieve_result(op: Any, quiet: bool, on_instance: Callable[[Any], None] | None = None) -> Any:
+    """Run a C-GET/C-MOVE operation to its end, progress on stderr; its final result."""
+    from .services._retrieve import RetrieveProgress, RetrieveResult
+
+    result = None
+    async with op as items:
+        async for item in items:
+            if isinstance(item, RetrieveProgress):
+                if not quiet:
+                    print(
+                        f"pending: {item.remaining if item.remaining is not None else '?'} remaining, "
+                        f"{item.completed} completed, {item.failed} failed, {item.warning} warning",
+                        file=sys.stderr,
+                    )
+            elif isinstance(item, RetrieveResult):
+                result = item
+            elif on_instance is not None:
+                on_instance(item)
+    return result
+
+
+def _retrieve_summary(service: str, args: argparse.Namespace, result: Any, to: str = "", written: str = "") -> int:
+    """Print the summary of a C-GET/C-MOVE; CLIError unless every sub-operation succeeded."""
+    from .dimse.status import describe
+
     if result is None:  # pragma: no cover - the iterator always ends with a result
-        raise CLIError("no final C-GET response")
+        raise CLIError(f"no final {service} response")
     print(
-        f"C-GET from {args.aec}@{args.host}:{args.port}: status 0x{int(result.status):04X} "
-        f"({describe(result.status)}), {received} instance(s) written to {args.out}, "
+        f"{service} from {args.aec}@{args.host}:{args.port}{to}: status 0x{int(result.status):04X} "
+        f"({describe(result.status)}), {written}"
         f"completed {result.completed or 0}, failed {result.failed or 0}, warning {result.warning or 0}"
     )
     if result.status != 0:
         detail = f"; failed: {' '.join(result.failed_sop_instance_uids)}" if result.failed_sop_instance_uids else ""
         comment = f" ({result.error_comment})" if result.error_comment else ""
-        raise CLIError(f"C-GET finished with status 0x{int(result.status):04X}{comment}{detail}")
+        raise CLIError(f"{service} finished with status 0x{int(result.status):04X}{comment}{detail}")
     return 0
+
+
+async def _get(args: argparse.Namespace) -> int:
+    from .services.get import COMMON_STORAGE_SOP_CLASSES, get_contexts
+
+    identifier = _get_identifier(args)
+    os.makedirs(args.out, exist_ok=True)
+    contexts, roles = get_contexts(COMMON_STORAGE_SOP_CLASSES, models=(args.model,))
+    received = 0
+
+    def on_instance(item: Any) -> None:
+        nonlocal received
+        received += 1
+        if not args.quiet:
+            print(f"received {received}: {item.path}", file=sys.stderr)
+
+    async with _scu_association(args, contexts, roles=roles) as assoc:
+        if not any(c.can_receive_requests(True) for c in assoc.contexts.values()):
+            print("warning: the peer accepted no storage context with the SCP role for us", file=sys.stderr)
+        op = assoc.get(identifier, args.model, write_to=args.out, fsync=not args.no_fsync)
+        result = await _retrieve_result(op, args.quiet, on_instance)
+    return _retrieve_summary("C-GET", args, result, written=f"{received} instance(s) written to {args.out}, ")
 
 
 def _cmd_get(args: argparse.Namespace) -> int:
@@ -910,62 +935,18 @@ def _add_move_parser(sub: Any) -> None:
     )
     _add_scu_args(p)
     p.add_argument("--dest", required=True, type=_ae, metavar="AET", help="move destination AE title")
-    p.add_argument("--model", choices=("patient", "study"), default="patient", help="information model [patient]")
-    p.add_argument(
-        "--level",
-        required=True,
-        type=str.upper,
-        choices=("PATIENT", "STUDY", "SERIES", "IMAGE"),
-        help="QueryRetrieveLevel",
-    )
-    p.add_argument(
-        "-k", "--key", action="append", default=[], metavar="KEY=VALUE", help="identifier key (repeatable)"
-    )
+    _add_retrieve_args(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=_cmd_move)
 
 
 async def _move(args: argparse.Namespace) -> int:
-    from .aio.client import associate
-    from .dimse.status import describe
-    from .services.move import MOVE_MODELS, MoveProgress, MoveResult
+    from .services.move import MOVE_MODELS
 
     identifier = _get_identifier(args)
-    result: MoveResult | None = None
-    async with associate(
-        args.host,
-        args.port,
-        called_ae=args.aec,
-        calling_ae=args.aet,
-        contexts=[MOVE_MODELS[args.model]],
-        acse_timeout=args.timeout,
-        dimse_timeout=args.timeout,
-        connect_timeout=args.timeout,
-        **_scu_security(args),
-    ) as assoc:
-        async with assoc.move(identifier, args.dest, args.model) as op:
-            async for item in op:
-                if isinstance(item, MoveProgress):
-                    if not args.quiet:
-                        print(
-                            f"pending: {item.remaining if item.remaining is not None else '?'} remaining, "
-                            f"{item.completed} completed, {item.failed} failed, {item.warning} warning",
-                            file=sys.stderr,
-                        )
-                else:
-                    result = item
-    if result is None:  # pragma: no cover - the iterator always ends with a result
-        raise CLIError("no final C-MOVE response")
-    print(
-        f"C-MOVE from {args.aec}@{args.host}:{args.port} to {args.dest}: status 0x{int(result.status):04X} "
-        f"({describe(result.status)}), completed {result.completed or 0}, failed {result.failed or 0}, "
-        f"warning {result.warning or 0}"
-    )
-    if result.status != 0:
-        detail = f"; failed: {' '.join(result.failed_sop_instance_uids)}" if result.failed_sop_instance_uids else ""
-        comment = f" ({result.error_comment})" if result.error_comment else ""
-        raise CLIError(f"C-MOVE finished with status 0x{int(result.status):04X}{comment}{detail}")
-    return 0
+    async with _scu_association(args, [MOVE_MODELS[args.model]]) as assoc:
+        result = await _retrieve_result(assoc.move(identifier, args.dest, args.model), args.quiet)
+    return _retrieve_summary("C-MOVE", args, result, to=f" to {args.dest}")
 
 
 def _cmd_move(args: argparse.Namespace) -> int:
@@ -1063,21 +1044,10 @@ def _print_relevant_patient_info(ds: Any) -> None:
 async def _rpq(args: argparse.Namespace) -> int:
     import json
 
-    from .aio.client import associate
     from .services.rpq import relevant_patient_info, sop_class_for_template
 
     sop_class = sop_class_for_template(args.template)
-    async with associate(
-        args.host,
-        args.port,
-        called_ae=args.aec,
-        calling_ae=args.aet,
-        contexts=[sop_class],
-        acse_timeout=args.timeout,
-        dimse_timeout=args.timeout,
-        connect_timeout=args.timeout,
-        **_scu_security(args),
-    ) as assoc:
+    async with _scu_association(args, [sop_class]) as assoc:
         try:
             ds = await relevant_patient_info(assoc, args.patient_id, args.template, issuer=args.issuer)
         except ValueError as exc:

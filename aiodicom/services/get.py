@@ -66,16 +66,15 @@ from typing import TYPE_CHECKING, Any, Union, cast
 
 from pydicom.dataset import Dataset
 
-from ..aio.errors import AssociationAborted, DIMSETimeout, NoAcceptedContext
-from ..dataset import Buffer, DatasetDecodeError, EncodedDataset, decode_identifier, encode_identifier
-from ..dimse.commands import C_GET_RQ, C_STORE_RQ, C_STORE_RSP, PRIORITY_MEDIUM, Command, response_to
+from ..aio.errors import AssociationAborted, DIMSETimeout
+from ..dataset import Buffer, DatasetDecodeError, EncodedDataset, encode_identifier
+from ..dimse.commands import C_GET_RQ, C_STORE_RQ, C_STORE_RSP, PRIORITY_MEDIUM, Command
 from ..dimse.fragments import Message
-from ..dimse.status import Category, Status, category
+from ..dimse.status import Category, category
 from ..part10 import read_part10_dataset, safe_instance_filename, write_part10
 from ..uids import (
     COMPRESSED_TRANSFER_SYNTAXES,
     STORAGE_SOP_CLASSES,
-    CompositeInstanceRetrieveWithoutBulkDataGet,
     CompositeInstanceRootRetrieveGet,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
@@ -85,6 +84,26 @@ from ..uids import (
     StudyRootQueryRetrieveInformationModelGet,
 )
 from ..ul.negotiation import AcceptedContext
+from ._retrieve import (
+    ALL_LEVELS,
+    IDENTIFIER_MISMATCH,
+    LEVEL_KEYS,
+    MODEL_LEVELS,
+    NO_SOP_UIDS,
+    SOP_CLASS_NOT_SUPPORTED,
+    SUCCESS,
+    UNABLE,
+    RetrieveOperation,
+    RetrieveProgress,
+    RetrieveRequest,
+    RetrieveResult,
+    SubOperations,
+    accept_request,
+    dataset_uids,
+    keep_until_done,
+    model_uid,
+)
+from .store import _EncodedPayload
 
 if TYPE_CHECKING:
     from ..aio.association import Association
@@ -156,35 +175,7 @@ COMMON_STORAGE_SOP_CLASSES: tuple[str, ...] = tuple(
     )
 )
 
-_STATUS_SUCCESS = 0x0000
-_STATUS_PENDING = 0xFF00
-_STATUS_CANCEL = 0xFE00
 _STATUS_OUT_OF_RESOURCES = 0xA700
-_STATUS_SUBOPS_FAILED = 0xA702
-_STATUS_IDENTIFIER_MISMATCH = 0xA900
-_STATUS_SUBOPS_WARNING = 0xB000
-_STATUS_UNABLE = 0xC000
-_STATUS_SOP_CLASS_NOT_SUPPORTED = 0x0122
-
-_TAG_QR_LEVEL = 0x00080052
-_TAG_FAILED_UIDS = 0x00080058
-
-#: Unique key of each Q/R level (facts sheet 4.2).
-_LEVEL_KEYS: dict[str, tuple[int, str]] = {
-    "PATIENT": (0x00100020, "PatientID"),
-    "STUDY": (0x0020000D, "StudyInstanceUID"),
-    "SERIES": (0x0020000E, "SeriesInstanceUID"),
-    "IMAGE": (0x00080018, "SOPInstanceUID"),
-}
-_ALL_LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
-#: Levels of each GET information model, top down.
-_MODEL_LEVELS: dict[str, tuple[str, ...]] = {
-    PatientRootQueryRetrieveInformationModelGet: _ALL_LEVELS,
-    StudyRootQueryRetrieveInformationModelGet: ("STUDY", "SERIES", "IMAGE"),
-    PatientStudyOnlyQueryRetrieveInformationModelGet: ("PATIENT", "STUDY"),
-    CompositeInstanceRootRetrieveGet: ("STUDY", "SERIES", "IMAGE"),
-    CompositeInstanceRetrieveWithoutBulkDataGet: ("STUDY", "SERIES", "IMAGE"),
-}
 
 #: Native syntaxes we convert between (decode + re-encode).  Big endian is
 #: excluded: pydicom does not byte-swap OW/OF values, so Pixel Data would be
@@ -203,10 +194,7 @@ _DEFAULT_STORAGE_TS: tuple[str, ...] = (
 
 
 def _model_uid(model: str) -> str:
-    uid = GET_MODELS.get(model.lower(), model)
-    if not uid or not all(c.isdigit() or c == "." for c in uid):
-        raise ValueError(f"unknown C-GET information model {model!r}")
-    return uid
+    return model_uid(model, GET_MODELS, "C-GET")
 
 
 def _nospace(exc: BaseException) -> bool:
@@ -218,7 +206,7 @@ def _nospace(exc: BaseException) -> bool:
 # ============================================================================
 
 
-class ReceivedInstance:
+class ReceivedInstance(_EncodedPayload):
     """An instance received as a C-STORE sub-operation of a C-GET.
 
     The data set is kept encoded (:attr:`fragments`, as received); it is
@@ -258,20 +246,10 @@ class ReceivedInstance:
         self.context_id = context_id
         self.message_id = message_id
         #: The C-STORE-RSP status that will be sent (0 unless :meth:`reject`).
-        self.status = _STATUS_SUCCESS
+        self.status = SUCCESS
         self.error_comment: str | None = None
 
-    @property
-    def fragments(self) -> list[Buffer]:
-        """The encoded data set, as received (no copy)."""
-        return self.encoded.fragments
-
-    @property
-    def dataset(self) -> Dataset:
-        """The decoded data set (decoded once, on first access)."""
-        return self.encoded.decode()
-
-    def reject(self, status: int = _STATUS_UNABLE, comment: str | None = None) -> None:
+    def reject(self, status: int = UNABLE, comment: str | None = None) -> None:
         """Answer this sub-operation with a failure (or warning) ``status``.
 
         Call it before asking for the next item; the C-STORE-RSP is sent then.
@@ -284,30 +262,14 @@ class ReceivedInstance:
 
 
 @dataclass
-class GetProgress:
+class GetProgress(RetrieveProgress):
     """A pending C-GET-RSP: the SCP's sub-operation counters so far."""
-
-    status: Status
-    remaining: int | None
-    completed: int | None
-    failed: int | None
-    warning: int | None
-
-    kind = "progress"
 
 
 @dataclass
-class GetResult:
+class GetResult(RetrieveResult):
     """The final C-GET-RSP, plus what we refused on our side."""
 
-    status: Status
-    remaining: int | None = None
-    completed: int | None = None
-    failed: int | None = None
-    warning: int | None = None
-    #: FailedSOPInstanceUIDList (0008,0058) of the response identifier.
-    failed_sop_instance_uids: list[str] = field(default_factory=list)
-    error_comment: str | None = None
     offending_element: list[int] | None = None
     #: The decoded response identifier, if the SCP sent one.
     identifier: Dataset | None = None
@@ -319,18 +281,6 @@ class GetResult:
     refused: dict[str, int] = field(default_factory=dict)
     #: True when the operation was cancelled by us (early exit).
     cancelled: bool = False
-
-    kind = "result"
-
-    @property
-    def category(self) -> Category:
-        """The status class of :attr:`status`."""
-        return category(self.status)
-
-    @property
-    def ok(self) -> bool:
-        """True when every sub-operation succeeded (status 0x0000)."""
-        return self.status == _STATUS_SUCCESS
 
 
 #: What a :class:`GetOperation` yields.
@@ -370,25 +320,21 @@ class _Inbox:
 # next get() on the association waits for it (an abandoned iterator's cleanup
 # runs as a task).
 _CLOSING: weakref.WeakKeyDictionary[Association, asyncio.Future[None]] = weakref.WeakKeyDictionary()
-_CLEANUPS: set[asyncio.Future[None]] = set()
 
 
-def _identifier_dataset(identifier: Dataset | Mapping[str, Any]) -> Dataset:
-    if isinstance(identifier, Dataset):
-        return identifier
-    ds = Dataset()
-    for key, value in identifier.items():
-        setattr(ds, key, value)
-    return ds
-
-
-class GetOperation:
+class GetOperation(RetrieveOperation[GetProgress, GetResult]):
     """One C-GET as an async iterator of :data:`GetItem` (see the module doc).
 
     Also an async context manager: leaving the ``async with`` block before
     the final response cancels the retrieve and drains it.  After the
     iteration ends, :attr:`result` holds the :class:`GetResult`.
     """
+
+    service = "C-GET"
+    command_field = C_GET_RQ
+    _log = log
+    _progress_type = GetProgress
+    _result_type = GetResult
 
     def __init__(
         self,
@@ -402,24 +348,13 @@ class GetOperation:
         fsync: bool = True,
         timeout: float | None = -1.0,
     ) -> None:
-        self.assoc = assoc
-        self.identifier = _identifier_dataset(identifier)
-        self.sop_class_uid = _model_uid(model)
+        super().__init__(assoc, identifier, _model_uid(model), priority, timeout)
         self.write_to = Path(write_to) if write_to is not None else None
         self.on_instance = on_instance
-        self.priority = priority
         self.fsync = fsync
-        self.timeout = assoc.dimse_timeout if timeout == -1.0 else timeout
-        #: The final result, once received.
-        self.result: GetResult | None = None
-        self.message_id: int | None = None
-        self.context_id: int | None = None
         self._inbox = _Inbox()
-        self._op: Any = None
         self._held: ReceivedInstance | None = None
         self._pending: Message | None = None
-        self._started = False
-        self._finished = False  # final response received or operation failed
         self._closing: asyncio.Future[None] | None = None
         self._received = 0
         self._files: list[Path] = []
@@ -427,12 +362,6 @@ class GetOperation:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # ---------------------------------------------------------- iteration
-
-    def __aiter__(self) -> GetOperation:
-        return self
-
-    async def __aenter__(self) -> GetOperation:
-        return self
 
     async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
         await self.aclose(failed=exc_type is not None)
@@ -454,15 +383,10 @@ class GetOperation:
                         self._held = instance
                         return instance
                     continue
-                item = self._on_response(msg)
-                if item is not None:
-                    return item
+                return self._on_response(msg)
         except DIMSETimeout:
-            # The association is in an unknown state: abort it rather than
-            # leave C-STOREs of this retrieve to arrive later.
-            log.warning("C-GET: no message from the peer within %s s, aborting", self.timeout)
-            self._finish()
-            self.assoc.abort()
+            # Abort rather than leave C-STOREs of this retrieve to arrive later.
+            self._abort_on_timeout("message from the peer")
             raise
         except BaseException:
             if self.result is None and not self.assoc.is_established:
@@ -475,9 +399,7 @@ class GetOperation:
         previous = _CLOSING.get(assoc)
         if previous is not None and not previous.done():
             await asyncio.shield(previous)
-        ctx = assoc.find_context(self.sop_class_uid)
-        if ctx is None:
-            raise NoAcceptedContext(f"C-GET SOP class {self.sop_class_uid} was not accepted")
+        ctx = self._accepted_context()
         if assoc.store_sink is not None:
             raise RuntimeError("another C-GET is in progress on this association")
         payload = encode_identifier(self.identifier, ctx.transfer_syntax)
@@ -486,18 +408,18 @@ class GetOperation:
                 os.makedirs(self.write_to, exist_ok=True)
             except OSError as exc:  # each write then fails and is refused
                 log.warning("C-GET: cannot create %s: %s", self.write_to, exc)
-        mid = assoc.next_message_id()
-        cmd = Command(C_GET_RQ, message_id=mid, affected_sop_class_uid=self.sop_class_uid, priority=self.priority)
-        self.message_id = mid
-        self.context_id = ctx.context_id
-        self._op = self._inbox.op = assoc.open_operation(ctx.context_id, mid)
-        assoc.store_sink = self._inbox.put
-        self._started = True
-        try:
-            await assoc.send(ctx.context_id, cmd, [payload])
-        except BaseException:
-            self._finish()
-            raise
+        await self._send_request(ctx, payload)
+
+    def _attach(self) -> None:
+        self._inbox.op = self._op
+        self.assoc.store_sink = self._inbox.put
+
+    def _detach(self) -> None:
+        assoc = self.assoc
+        if assoc.store_sink == self._inbox.put:
+            assoc.store_sink = None
+        # Anything still queued was sent after the final response: ignore it.
+        self._inbox.stores.clear()
 
     async def _next_event(self, timeout: float | None) -> tuple[Message, bool]:
         """The next incoming C-STORE-RQ (True) or C-GET-RSP (False), in wire order."""
@@ -527,8 +449,8 @@ class GetOperation:
         inst, self._held = self._held, None
         if inst is None:
             return
-        if failed and inst.status == _STATUS_SUCCESS:
-            inst.reject(_STATUS_UNABLE, "the receiving application failed")
+        if failed and inst.status == SUCCESS:
+            inst.reject(UNABLE, "the receiving application failed")
         await self._respond(inst.context_id, inst.message_id, inst.sop_class_uid, inst.sop_instance_uid,
                             inst.status, inst.error_comment)
         if category(inst.status) == Category.FAILURE:
@@ -544,7 +466,7 @@ class GetOperation:
             affected_sop_class_uid=sop_class,
             affected_sop_instance_uid=sop_instance,
             status=status,
-            error_comment=comment if status != _STATUS_SUCCESS else None,
+            error_comment=comment if status != SUCCESS else None,
         )
         await self.assoc.send(context_id, rsp)
 
@@ -570,11 +492,10 @@ class GetOperation:
         sop_instance = cmd.affected_sop_instance_uid or ""
         ctx = assoc.contexts.get(msg.context_id)
         if ctx is None or not ctx.can_receive_requests(assoc.requestor) or ctx.abstract_syntax != sop_class:
-            await self._refuse(msg, _STATUS_SOP_CLASS_NOT_SUPPORTED,
-                               "no storage context with the SCP role for this SOP class")
+            await self._refuse(msg, SOP_CLASS_NOT_SUPPORTED, "no storage context with the SCP role for this SOP class")
             return None
         if msg.dataset is None:
-            await self._refuse(msg, _STATUS_UNABLE, "C-STORE-RQ without a data set")
+            await self._refuse(msg, UNABLE, "C-STORE-RQ without a data set")
             return None
         instance = ReceivedInstance(
             sop_class, sop_instance, EncodedDataset(msg.dataset, ctx.transfer_syntax),
@@ -584,16 +505,15 @@ class GetOperation:
             try:
                 name = safe_instance_filename(sop_instance)
             except ValueError:
-                await self._refuse(msg, _STATUS_UNABLE, "SOP Instance UID is not a valid UID")
+                await self._refuse(msg, UNABLE, "SOP Instance UID is not a valid UID")
                 return None
             try:
                 uids = instance.encoded.sop_uids()
             except DatasetDecodeError as exc:
-                await self._refuse(msg, _STATUS_UNABLE, f"cannot read the data set: {exc}")
+                await self._refuse(msg, UNABLE, f"cannot read the data set: {exc}")
                 return None
             if uids != (sop_class, sop_instance):
-                await self._refuse(msg, _STATUS_IDENTIFIER_MISMATCH,
-                                   "SOP Class/Instance UID differ from the command")
+                await self._refuse(msg, IDENTIFIER_MISMATCH, "SOP Class/Instance UID differ from the command")
                 return None
             path = self.write_to / name
             try:
@@ -603,7 +523,7 @@ class GetOperation:
                     fsync=self.fsync,
                 )
             except Exception as exc:
-                status = _STATUS_OUT_OF_RESOURCES if _nospace(exc) else _STATUS_UNABLE
+                status = _STATUS_OUT_OF_RESOURCES if _nospace(exc) else UNABLE
                 await self._refuse(msg, status, f"cannot write the file: {exc}")
                 return None
             instance.path = path
@@ -614,7 +534,7 @@ class GetOperation:
                 if inspect.isawaitable(outcome):
                     outcome = await outcome
             except Exception as exc:
-                status = _STATUS_OUT_OF_RESOURCES if _nospace(exc) else _STATUS_UNABLE
+                status = _STATUS_OUT_OF_RESOURCES if _nospace(exc) else UNABLE
                 log.debug("C-GET: on_instance failed for %s", sop_instance, exc_info=True)
                 self._discard_file(instance)
                 await self._refuse(msg, status, f"on_instance failed: {type(exc).__name__}: {exc}")
@@ -638,50 +558,15 @@ class GetOperation:
                 self._files.pop()
             instance.path = None
 
-    def _on_response(self, msg: Message) -> GetItem | None:
-        cmd = msg.command
-        status = Status(cmd.status if cmd.status is not None else _STATUS_UNABLE)
-        if status.category == Category.PENDING:
-            return GetProgress(status, cmd.remaining, cmd.completed, cmd.failed, cmd.warning)
-        identifier: Dataset | None = None
-        failed_uids: list[str] = []
-        if msg.dataset is not None and msg.dataset_length > 0 and self.context_id is not None:
-            ctx = self.assoc.contexts.get(self.context_id)
-            try:
-                identifier = decode_identifier(msg.dataset, ctx.transfer_syntax if ctx else ExplicitVRLittleEndian)
-                failed_uids = _values(identifier, _TAG_FAILED_UIDS)
-            except (DatasetDecodeError, ValueError) as exc:
-                log.warning("C-GET: cannot decode the final response identifier: %s", exc)
-        self.result = GetResult(
-            status=status,
-            remaining=cmd.remaining,
-            completed=cmd.completed,
-            failed=cmd.failed,
-            warning=cmd.warning,
-            failed_sop_instance_uids=failed_uids,
-            error_comment=cmd.error_comment,
-            offending_element=cmd.offending_element,
-            identifier=identifier,
-            received=self._received,
-            files=self._files,
-            refused=self._refused,
-            cancelled=self._closing is not None,
-        )
-        self._finish()
-        return self.result
-
-    def _finish(self) -> None:
-        """Detach from the association (idempotent)."""
-        if self._finished:
-            return
-        self._finished = True
-        assoc = self.assoc
-        if assoc.store_sink == self._inbox.put:
-            assoc.store_sink = None
-        if self.message_id is not None:
-            assoc.close_operation(self.message_id)
-        # Anything still queued was sent after the final response: ignore it.
-        self._inbox.stores.clear()
+    def _result_details(self, cmd: Command, identifier: Dataset | None) -> dict[str, Any]:
+        return {
+            "offending_element": cmd.offending_element,
+            "identifier": identifier,
+            "received": self._received,
+            "files": self._files,
+            "refused": self._refused,
+            "cancelled": self._closing is not None,
+        }
 
     # ------------------------------------------------------------ closing
 
@@ -708,13 +593,13 @@ class GetOperation:
         try:
             await self._answer_held(failed)
             if self._pending is not None:  # interrupted while taking it in
-                await self._refuse(self._pending, _STATUS_UNABLE, "the receiving application was interrupted")
+                await self._refuse(self._pending, UNABLE, "the receiving application was interrupted")
             if self.context_id is not None and self.message_id is not None:
                 await assoc.send_cancel(self.context_id, self.message_id)
             while not self._finished:
                 msg, is_store = await self._next_event(self.timeout)
                 if is_store:
-                    await self._refuse(msg, _STATUS_UNABLE, "C-GET cancelled by the receiver")
+                    await self._refuse(msg, UNABLE, "C-GET cancelled by the receiver")
                 else:
                     self._on_response(msg)
         except (AssociationAborted, ConnectionError):
@@ -747,8 +632,7 @@ class GetOperation:
             self._finish()
             return
         self._closing = _CLOSING[self.assoc] = task
-        _CLEANUPS.add(task)
-        task.add_done_callback(_CLEANUPS.discard)
+        keep_until_done(task)
 
 
 def get(
@@ -837,7 +721,7 @@ def get_identifier(
     """
     level = level.upper()
     uid = _model_uid(model)
-    levels = _MODEL_LEVELS.get(uid, _ALL_LEVELS)
+    levels = MODEL_LEVELS.get(uid, ALL_LEVELS)
     if level not in levels:
         raise ValueError(f"level {level!r} is not one of {', '.join(levels)} for this model")
     given: dict[str, str | Sequence[str] | None] = {
@@ -850,7 +734,7 @@ def get_identifier(
     ds.QueryRetrieveLevel = level
     for lvl in levels[: levels.index(level) + 1]:
         value = given[lvl]
-        keyword = _LEVEL_KEYS[lvl][1]
+        keyword = LEVEL_KEYS[lvl][1]
         if value is None or value == "" or (not isinstance(value, str) and not list(value)):
             raise ValueError(f"{keyword} is required at {level} level")
         setattr(ds, keyword, value if isinstance(value, str) else list(value))
@@ -935,119 +819,9 @@ GetSource = Union[Dataset, str, "os.PathLike[str]", EncodedDataset, ReceivedInst
 GetHandler = Callable[["GetRequest"], Any]
 
 
-def _values(ds: Dataset, tag: int) -> list[str]:
-    """The values of ``tag`` as stripped strings (empty list when absent/empty)."""
-    if tag not in ds:
-        return []
-    value = ds[tag].value
-    if value is None:
-        return []
-    if isinstance(value, (str, bytes)):
-        items: list[object] = [value]
-    else:
-        try:
-            items = list(value)
-        except TypeError:
-            items = [value]
-    out = []
-    for item in items:
-        text = item.decode("ascii", "replace") if isinstance(item, bytes) else str(item)
-        text = text.strip("\x00 ")
-        if text:
-            out.append(text)
-    return out
-
-
-class _IdentifierError(Exception):
-    def __init__(self, comment: str, tag: int | None = None) -> None:
-        super().__init__(comment)
-        self.tag = tag
-
-
-def _check_identifier(ds: Dataset, sop_class_uid: str, strict: bool) -> tuple[str, dict[str, list[str]]]:
-    """(level, unique key values by level) or _IdentifierError."""
-    try:
-        levels = _values(ds, _TAG_QR_LEVEL)
-    except Exception:
-        raise _IdentifierError("QueryRetrieveLevel (0008,0052) cannot be read", _TAG_QR_LEVEL) from None
-    if not levels:
-        raise _IdentifierError("QueryRetrieveLevel (0008,0052) is missing", _TAG_QR_LEVEL)
-    level = levels[0].upper()
-    model_levels = _MODEL_LEVELS.get(sop_class_uid, _ALL_LEVELS)
-    if len(levels) != 1 or level not in model_levels:
-        raise _IdentifierError(f"QueryRetrieveLevel {levels[0]!r} is not valid for this model", _TAG_QR_LEVEL)
-    keys: dict[str, list[str]] = {}
-    below = model_levels.index(level)
-    for i, lvl in enumerate(model_levels[: below + 1]):
-        tag, keyword = _LEVEL_KEYS[lvl]
-        try:
-            values = _values(ds, tag)
-        except Exception:
-            raise _IdentifierError(f"{keyword} cannot be read", tag) from None
-        if not values:
-            if strict or i == below:
-                raise _IdentifierError(f"unique key {keyword} is missing for a {level} level C-GET", tag)
-            continue
-        if len(values) > 1 and (i < below or lvl == "PATIENT") and strict:
-            raise _IdentifierError(f"{keyword} must have a single value above the retrieve level", tag)
-        keys[lvl] = values
-    return level, keys
-
-
 @dataclass
-class GetRequest:
+class GetRequest(RetrieveRequest):
     """A validated C-GET request, as a handler sees it."""
-
-    assoc: Association
-    message: Message
-    identifier: Dataset
-    #: The GET SOP class (information model) UID.
-    sop_class_uid: str
-    #: QueryRetrieveLevel, upper case.
-    level: str
-    #: Unique key values by level (``{"PATIENT": [...], "STUDY": [...]}``).
-    keys: dict[str, list[str]]
-
-    @property
-    def message_id(self) -> int:
-        """MessageID of the C-GET-RQ."""
-        return self.message.command.message_id or 0
-
-    @property
-    def priority(self) -> int:
-        """Priority of the C-GET-RQ."""
-        return self.message.command.priority or PRIORITY_MEDIUM
-
-    @property
-    def calling_ae(self) -> str:
-        """The requestor's AE title."""
-        return self.assoc.calling_ae
-
-    @property
-    def patient_id(self) -> str | None:
-        """PatientID, if given."""
-        values = self.keys.get("PATIENT")
-        return values[0] if values else None
-
-    @property
-    def study_instance_uids(self) -> list[str]:
-        """StudyInstanceUID values (a list at STUDY level)."""
-        return self.keys.get("STUDY", [])
-
-    @property
-    def series_instance_uids(self) -> list[str]:
-        """SeriesInstanceUID values."""
-        return self.keys.get("SERIES", [])
-
-    @property
-    def sop_instance_uids(self) -> list[str]:
-        """SOPInstanceUID values (IMAGE level)."""
-        return self.keys.get("IMAGE", [])
-
-    @property
-    def is_cancelled(self) -> bool:
-        """Whether the requestor sent C-CANCEL for this request."""
-        return self.message_id in self.assoc.cancelled_requests
 
 
 @dataclass
@@ -1127,13 +901,10 @@ async def _prepare(assoc: Association, item: object) -> _Outgoing:
             return _Outgoing(None, None, error=str(exc))
         encoded = item
     elif isinstance(item, Dataset):
-        try:
-            sop_class = str(item.SOPClassUID).strip("\x00 ")
-            sop_instance = str(item.SOPInstanceUID).strip("\x00 ")
-        except AttributeError:
-            return _Outgoing(None, None, error="data set has no SOPClassUID/SOPInstanceUID")
-        meta = getattr(item, "file_meta", None)
-        source_ts = str(meta.TransferSyntaxUID) if meta is not None and "TransferSyntaxUID" in meta else None
+        uids = dataset_uids(item)
+        if uids is None:
+            return _Outgoing(None, None, error=NO_SOP_UIDS)
+        sop_class, sop_instance, source_ts = uids
         if source_ts is None and 0x7FE00010 in item and item[0x7FE00010].is_undefined_length:
             return _Outgoing(sop_class, sop_instance,
                              error="encapsulated Pixel Data without file_meta.TransferSyntaxUID")
@@ -1237,27 +1008,10 @@ class GetService:
         self.strict = strict
 
     async def __call__(self, assoc: Association, msg: Message) -> None:
-        cmd = msg.command
-        ctx = assoc.contexts.get(msg.context_id)
-        sop_class = cmd.affected_sop_class_uid or ""
-        handler = self.handlers.get(sop_class)
-        if ctx is None or ctx.abstract_syntax != sop_class or handler is None:
-            rsp = response_to(cmd, _STATUS_SOP_CLASS_NOT_SUPPORTED)
-            rsp.error_comment = "C-GET SOP class not supported on this presentation context"
-            await assoc.send(msg.context_id, rsp)
-            return
-        try:
-            identifier = decode_identifier(msg.dataset or [], ctx.transfer_syntax)
-            level, keys = _check_identifier(identifier, sop_class, self.strict)
-        except (_IdentifierError, DatasetDecodeError) as exc:
-            rsp = response_to(cmd, _STATUS_IDENTIFIER_MISMATCH)
-            rsp.error_comment = str(exc)
-            if isinstance(exc, _IdentifierError) and exc.tag is not None:
-                rsp.offending_element = [exc.tag]
-            await assoc.send(msg.context_id, rsp)
-            return
-        req = GetRequest(assoc, msg, identifier, sop_class, level, keys)
-        await _perform(req, handler)
+        accepted = await accept_request(assoc, msg, self.handlers, self.strict, "C-GET")
+        if accepted is not None:
+            handler, identifier, sop_class, level, keys = accepted
+            await _perform(GetRequest(assoc, msg, identifier, sop_class, level, keys), handler)
 
 
 async def _perform(req: GetRequest, handler: GetHandler) -> None:
@@ -1265,10 +1019,9 @@ async def _perform(req: GetRequest, handler: GetHandler) -> None:
     assoc, msg = req.assoc, req.message
     ctx_id = msg.context_id
     mid = req.message_id
-    completed = failed = warning = 0
-    failed_uids: list[str] = []
+    subops = SubOperations()
     source: _Source | None = None
-    final_status = _STATUS_SUCCESS
+    final_status = SUCCESS
     comment: str | None = None
     cancelled = False
     try:
@@ -1295,58 +1048,25 @@ async def _perform(req: GetRequest, handler: GetHandler) -> None:
                 raise _HandlerError(exc) from exc
             if out.context is None or out.fragments is None:
                 log.warning("C-GET sub-operation for %s failed: %s", out.sop_instance_uid, out.error)
-                failed += 1
-                if out.sop_instance_uid:
-                    failed_uids.append(out.sop_instance_uid)
+                subops.fail(out.sop_instance_uid or None)
             else:
-                status = await _store(assoc, out, req.priority)
-                cat = category(status)
-                if cat == Category.SUCCESS:
-                    completed += 1
-                elif cat == Category.WARNING:
-                    warning += 1
-                else:
-                    failed += 1
-                    if out.sop_instance_uid:
-                        failed_uids.append(out.sop_instance_uid)
-            remaining = _remaining(source.total, completed, failed, warning)
+                subops.count(await _store(assoc, out, req.priority), out.sop_instance_uid or None)
+            remaining = subops.remaining(source.total)
             if remaining != 0 and mid not in assoc.cancelled_requests:
-                pending = response_to(msg.command, _STATUS_PENDING)
-                pending.remaining, pending.completed = remaining, completed
-                pending.failed, pending.warning = failed, warning
-                await assoc.send(ctx_id, pending)
+                await assoc.send(ctx_id, subops.pending(msg.command, remaining))
     except _HandlerError as exc:
         cause = exc.__cause__ or exc
         log.error("C-GET handler failed", exc_info=cause)
-        final_status = _STATUS_UNABLE
+        final_status = UNABLE
         comment = f"handler error: {type(cause).__name__}"
     finally:
         if source is not None:
             await source.close()
 
-    if final_status == _STATUS_SUCCESS:
-        if cancelled:
-            final_status = _STATUS_CANCEL
-        elif failed or warning:
-            final_status = _STATUS_SUBOPS_FAILED if completed == 0 and warning == 0 else _STATUS_SUBOPS_WARNING
-    rsp = response_to(msg.command, final_status)
-    rsp.completed, rsp.failed, rsp.warning = completed, failed, warning
-    rsp.error_comment = comment
-    if cancelled and source is not None and source.total is not None:
-        rsp.remaining = _remaining(source.total, completed, failed, warning)
-    payload: list[Buffer] | None = None
-    if failed_uids and final_status != _STATUS_SUCCESS:
-        ident = Dataset()
-        ident.FailedSOPInstanceUIDList = failed_uids if len(failed_uids) > 1 else failed_uids[0]
-        ctx = assoc.contexts.get(ctx_id)
-        payload = [encode_identifier(ident, ctx.transfer_syntax if ctx else ImplicitVRLittleEndian)]
-    await assoc.send(ctx_id, rsp, payload)
-
-
-def _remaining(total: int | None, completed: int, failed: int, warning: int) -> int | None:
-    if total is None:
-        return None
-    return max(total - completed - failed - warning, 0)
+    if final_status == SUCCESS:
+        final_status = subops.final_status(cancelled)
+    total = source.total if cancelled and source is not None else None
+    await subops.send_final(assoc, msg, final_status, remaining=subops.remaining(total), comment=comment)
 
 
 async def _store(assoc: Association, out: _Outgoing, priority: int) -> int:
@@ -1366,7 +1086,7 @@ async def _store(assoc: Association, out: _Outgoing, priority: int) -> int:
         assoc.abort()
         raise AssociationAborted("no C-STORE-RSP within the DIMSE timeout") from None
     status = rsp.command.status
-    return status if status is not None else _STATUS_UNABLE
+    return status if status is not None else UNABLE
 
 
 def serve_get(

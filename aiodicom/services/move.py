@@ -70,7 +70,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple, Union, cast
 
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -82,15 +82,9 @@ from ..aio.errors import (
     DIMSETimeout,
     NoAcceptedContext,
 )
-from ..dataset import (
-    DatasetDecodeError,
-    EncodedDataset,
-    decode_identifier,
-    encode_identifier,
-)
+from ..dataset import DatasetDecodeError, EncodedDataset, encode_identifier
 from ..dimse.commands import C_MOVE_RQ, PRIORITY_MEDIUM, Command, response_to
 from ..dimse.fragments import Message
-from ..dimse.status import Category, Status, category
 from ..part10 import read_part10_info
 from ..uids import (
     NATIVE_TRANSFER_SYNTAXES,
@@ -101,9 +95,22 @@ from ..uids import (
     PatientStudyOnlyQueryRetrieveInformationModelMove,
     StudyRootQueryRetrieveInformationModelMove,
 )
+from ._retrieve import (
+    NO_SOP_UIDS,
+    UNABLE,
+    RetrieveOperation,
+    RetrieveProgress,
+    RetrieveRequest,
+    RetrieveResult,
+    SubOperations,
+    accept_request,
+    dataset_uids,
+    keep_until_done,
+    model_uid,
+)
 
 if TYPE_CHECKING:
-    from ..aio.association import Association, _Operation
+    from ..aio.association import Association
     from ..aio.server import Server
 
 __all__ = [
@@ -129,66 +136,13 @@ MOVE_MODELS: Mapping[str, str] = {
     "composite": CompositeInstanceRootRetrieveMove,
 }
 
-_SUCCESS = 0x0000
-_PENDING = 0xFF00
-_CANCEL = 0xFE00
-_SUBOPS_FAILED = 0xA702
 _DESTINATION_UNKNOWN = 0xA801
-_IDENTIFIER_MISMATCH = 0xA900
-_SUBOPS_WARNING = 0xB000
-_UNABLE = 0xC000
-_SOP_CLASS_NOT_SUPPORTED = 0x0122
-
-_TAG_QR_LEVEL = 0x00080052
-_TAG_FAILED_UIDS = 0x00080058
-
-_LEVEL_KEYS: dict[str, tuple[int, str]] = {
-    "PATIENT": (0x00100020, "PatientID"),
-    "STUDY": (0x0020000D, "StudyInstanceUID"),
-    "SERIES": (0x0020000E, "SeriesInstanceUID"),
-    "IMAGE": (0x00080018, "SOPInstanceUID"),
-}
-_ALL_LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
-_MODEL_LEVELS: dict[str, tuple[str, ...]] = {
-    PatientRootQueryRetrieveInformationModelMove: _ALL_LEVELS,
-    StudyRootQueryRetrieveInformationModelMove: ("STUDY", "SERIES", "IMAGE"),
-    PatientStudyOnlyQueryRetrieveInformationModelMove: ("PATIENT", "STUDY"),
-    CompositeInstanceRootRetrieveMove: ("STUDY", "SERIES", "IMAGE"),
-}
 _NATIVE = frozenset(NATIVE_TRANSFER_SYNTAXES)
 _MAX_CONTEXTS = 128
 
 
 def _model_uid(model: str) -> str:
-    uid = MOVE_MODELS.get(model.lower(), model)
-    if not uid or not all(c.isdigit() or c == "." for c in uid):
-        raise ValueError(f"unknown C-MOVE information model {model!r}")
-    return uid
-
-
-def _identifier_dataset(identifier: Dataset | Mapping[str, Any]) -> Dataset:
-    if isinstance(identifier, Dataset):
-        return identifier
-    ds = Dataset()
-    for key, value in identifier.items():
-        setattr(ds, key, value)
-    return ds
-
-
-def _values(ds: Dataset, tag: int) -> list[str]:
-    if tag not in ds:
-        return []
-    value = ds[tag].value
-    if value is None:
-        return []
-    items: list[object] = [value] if isinstance(value, (str, bytes)) else list(value)
-    out = []
-    for item in items:
-        text = item.decode("ascii", "replace") if isinstance(item, bytes) else str(item)
-        text = text.strip("\x00 ")
-        if text:
-            out.append(text)
-    return out
+    return model_uid(model, MOVE_MODELS, "C-MOVE")
 
 
 # ============================================================================
@@ -197,58 +151,36 @@ def _values(ds: Dataset, tag: int) -> list[str]:
 
 
 @dataclass
-class MoveProgress:
+class MoveProgress(RetrieveProgress):
     """A pending C-MOVE-RSP: the SCP's sub-operation counters so far."""
-
-    status: Status
-    remaining: int | None
-    completed: int | None
-    failed: int | None
-    warning: int | None
-
-    kind = "progress"
 
 
 @dataclass
-class MoveResult:
+class MoveResult(RetrieveResult):
     """The final C-MOVE-RSP."""
 
-    status: Status
-    remaining: int | None = None
-    completed: int | None = None
-    failed: int | None = None
-    warning: int | None = None
-    #: FailedSOPInstanceUIDList (0008,0058) of the response identifier.
-    failed_sop_instance_uids: list[str] = field(default_factory=list)
-    error_comment: str | None = None
     #: The decoded response identifier, if the SCP sent one.
     identifier: Dataset | None = None
     #: True when we cancelled the operation (early exit).
     cancelled: bool = False
-
-    kind = "result"
-
-    @property
-    def category(self) -> Category:
-        """The status class of :attr:`status`."""
-        return category(self.status)
-
-    @property
-    def ok(self) -> bool:
-        """True when every sub-operation succeeded (status 0x0000)."""
-        return self.status == _SUCCESS
 
 
 #: What a :class:`MoveOperation` yields.
 MoveItem = Union[MoveProgress, MoveResult]
 
 
-class MoveOperation:
+class MoveOperation(RetrieveOperation[MoveProgress, MoveResult]):
     """One C-MOVE as an async iterator of :class:`MoveProgress` then one :class:`MoveResult`.
 
     Also an async context manager: leaving the block before the final
     response sends C-CANCEL and drains the operation.
     """
+
+    service = "C-MOVE"
+    command_field = C_MOVE_RQ
+    _log = log
+    _progress_type = MoveProgress
+    _result_type = MoveResult
 
     def __init__(
         self,
@@ -263,53 +195,17 @@ class MoveOperation:
         from ..ul.pdu import encode_ae_title
 
         encode_ae_title(destination_ae)  # validate early
-        self.assoc = assoc
-        self.identifier = _identifier_dataset(identifier)
         self.destination_ae = destination_ae.strip()
-        self.sop_class_uid = _model_uid(model)
-        self.priority = priority
-        #: Seconds to wait for each response; sub-operations can be slow,
-        #: so this applies per response, not to the whole operation.
-        self.timeout = assoc.dimse_timeout if timeout == -1.0 else timeout
-        self.result: MoveResult | None = None
-        self.message_id: int | None = None
-        self.context_id: int | None = None
-        self._op: _Operation | None = None
-        self._started = False
-        self._finished = False
+        super().__init__(assoc, identifier, _model_uid(model), priority, timeout)
         self._cancelling = False
-
-    def __aiter__(self) -> MoveOperation:
-        return self
-
-    async def __aenter__(self) -> MoveOperation:
-        return self
 
     async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
         await self.aclose()
 
     async def _start(self) -> None:
-        assoc = self.assoc
-        ctx = assoc.find_context(self.sop_class_uid)
-        if ctx is None:
-            raise NoAcceptedContext(f"C-MOVE SOP class {self.sop_class_uid} was not accepted")
+        ctx = self._accepted_context()
         payload = encode_identifier(self.identifier, ctx.transfer_syntax)
-        mid = assoc.next_message_id()
-        cmd = Command(
-            C_MOVE_RQ,
-            message_id=mid,
-            affected_sop_class_uid=self.sop_class_uid,
-            priority=self.priority,
-            move_destination=self.destination_ae,
-        )
-        self.message_id, self.context_id = mid, ctx.context_id
-        self._op = assoc.open_operation(ctx.context_id, mid)
-        self._started = True
-        try:
-            await assoc.send(ctx.context_id, cmd, [payload])
-        except BaseException:
-            self._finish()
-            raise
+        await self._send_request(ctx, payload, move_destination=self.destination_ae)
 
     async def __anext__(self) -> MoveItem:
         if self._finished:
@@ -320,49 +216,15 @@ class MoveOperation:
         try:
             msg = await self.assoc.next_response(self._op, self.timeout)
         except DIMSETimeout:
-            log.warning("C-MOVE: no response within %s s, aborting", self.timeout)
-            self._finish()
-            self.assoc.abort()
+            self._abort_on_timeout("response")
             raise
         except BaseException:
             self._finish()
             raise
         return self._on_response(msg)
 
-    def _on_response(self, msg: Message) -> MoveItem:
-        cmd = msg.command
-        status = Status(cmd.status if cmd.status is not None else _UNABLE)
-        if status.category == Category.PENDING:
-            return MoveProgress(status, cmd.remaining, cmd.completed, cmd.failed, cmd.warning)
-        identifier: Dataset | None = None
-        failed_uids: list[str] = []
-        if msg.dataset is not None and msg.dataset_length > 0 and self.context_id is not None:
-            ctx = self.assoc.contexts.get(self.context_id)
-            try:
-                identifier = decode_identifier(msg.dataset, ctx.transfer_syntax if ctx else ExplicitVRLittleEndian)
-                failed_uids = _values(identifier, _TAG_FAILED_UIDS)
-            except (DatasetDecodeError, ValueError) as exc:
-                log.warning("C-MOVE: cannot decode the final response identifier: %s", exc)
-        self.result = MoveResult(
-            status=status,
-            remaining=cmd.remaining,
-            completed=cmd.completed,
-            failed=cmd.failed,
-            warning=cmd.warning,
-            failed_sop_instance_uids=failed_uids,
-            error_comment=cmd.error_comment,
-            identifier=identifier,
-            cancelled=self._cancelling,
-        )
-        self._finish()
-        return self.result
-
-    def _finish(self) -> None:
-        if self._finished:
-            return
-        self._finished = True
-        if self.message_id is not None:
-            self.assoc.close_operation(self.message_id)
+    def _result_details(self, cmd: Command, identifier: Dataset | None) -> dict[str, Any]:
+        return {"identifier": identifier, "cancelled": self._cancelling}
 
     async def wait(self) -> MoveResult:
         """Run the C-MOVE to its end (ignoring progress); return the result."""
@@ -401,12 +263,7 @@ class MoveOperation:
         except RuntimeError:
             self._finish()
             return
-        task = loop.create_task(self.aclose())
-        _CLEANUPS.add(task)
-        task.add_done_callback(_CLEANUPS.discard)
-
-
-_CLEANUPS: set[asyncio.Task[None]] = set()
+        keep_until_done(loop.create_task(self.aclose()))
 
 
 def move(
@@ -449,77 +306,12 @@ MoveHandler = Callable[["MoveRequest"], Any]
 
 
 @dataclass
-class MoveRequest:
+class MoveRequest(RetrieveRequest):
     """A validated C-MOVE request, as a handler sees it."""
 
-    assoc: Association
-    message: Message
-    identifier: Dataset
-    #: The MOVE SOP class (information model) UID.
-    sop_class_uid: str
-    #: QueryRetrieveLevel, upper case.
-    level: str
-    #: Unique key values by level (``{"PATIENT": [...], "STUDY": [...]}``).
-    keys: dict[str, list[str]]
     #: The Move Destination AE title and its resolved address.
     destination_ae: str
     destination_address: tuple[str, int]
-
-    @property
-    def message_id(self) -> int:
-        """MessageID of the C-MOVE-RQ."""
-        return self.message.command.message_id or 0
-
-    @property
-    def priority(self) -> int:
-        """Priority of the C-MOVE-RQ."""
-        return self.message.command.priority or PRIORITY_MEDIUM
-
-    @property
-    def calling_ae(self) -> str:
-        """The requestor's AE title (the move originator)."""
-        return self.assoc.calling_ae.strip()
-
-    @property
-    def is_cancelled(self) -> bool:
-        """Whether the requestor sent C-CANCEL for this request."""
-        return self.message_id in self.assoc.cancelled_requests
-
-
-class _IdentifierError(Exception):
-    def __init__(self, comment: str, tag: int | None = None) -> None:
-        super().__init__(comment)
-        self.tag = tag
-
-
-def _check_identifier(ds: Dataset, sop_class_uid: str, strict: bool) -> tuple[str, dict[str, list[str]]]:
-    """(level, unique key values by level); _IdentifierError -> A900."""
-    try:
-        levels = _values(ds, _TAG_QR_LEVEL)
-    except Exception:  # noqa: BLE001 - any failure to read the identifier is A900
-        raise _IdentifierError("QueryRetrieveLevel (0008,0052) cannot be read", _TAG_QR_LEVEL) from None
-    if not levels:
-        raise _IdentifierError("QueryRetrieveLevel (0008,0052) is missing", _TAG_QR_LEVEL)
-    level = levels[0].upper()
-    model_levels = _MODEL_LEVELS.get(sop_class_uid, _ALL_LEVELS)
-    if len(levels) != 1 or level not in model_levels:
-        raise _IdentifierError(f"QueryRetrieveLevel {levels[0]!r} is not valid for this model", _TAG_QR_LEVEL)
-    keys: dict[str, list[str]] = {}
-    below = model_levels.index(level)
-    for i, lvl in enumerate(model_levels[: below + 1]):
-        tag, keyword = _LEVEL_KEYS[lvl]
-        try:
-            values = _values(ds, tag)
-        except Exception:  # noqa: BLE001 - idem
-            raise _IdentifierError(f"{keyword} cannot be read", tag) from None
-        if not values:
-            if strict or i == below:
-                raise _IdentifierError(f"unique key {keyword} is missing for a {level} level C-MOVE", tag)
-            continue
-        if len(values) > 1 and (i < below or lvl == "PATIENT") and strict:
-            raise _IdentifierError(f"{keyword} must have a single value above the retrieve level", tag)
-        keys[lvl] = values
-    return level, keys
 
 
 async def _collect(result: Any) -> list[Any]:
@@ -563,14 +355,8 @@ async def _normalize(item: Any) -> MoveInstance | str:
         ds.file_meta = meta
         item = ds
     if isinstance(item, Dataset):
-        try:
-            sop_class = str(item.SOPClassUID).strip("\x00 ")
-            sop_instance = str(item.SOPInstanceUID).strip("\x00 ")
-        except AttributeError:
-            return "data set has no SOPClassUID/SOPInstanceUID"
-        meta_any: Any = getattr(item, "file_meta", None)
-        ts = str(meta_any.TransferSyntaxUID) if meta_any is not None and "TransferSyntaxUID" in meta_any else None
-        return MoveInstance(sop_class, sop_instance, ts, item)
+        uids = dataset_uids(item)
+        return NO_SOP_UIDS if uids is None else MoveInstance(*uids, item)
     # Duck typing: anything with the MoveInstance fields and a path.
     try:
         return MoveInstance(
@@ -641,25 +427,11 @@ class MoveService:
         return (str(answer[0]), int(answer[1])) if answer is not None else None
 
     async def __call__(self, assoc: Association, msg: Message) -> None:
+        accepted = await accept_request(assoc, msg, self.handlers, self.strict, "C-MOVE")
+        if accepted is None:
+            return
+        handler, identifier, sop_class, level, keys = accepted
         cmd = msg.command
-        ctx = assoc.contexts.get(msg.context_id)
-        sop_class = cmd.affected_sop_class_uid or ""
-        handler = self.handlers.get(sop_class)
-        if ctx is None or ctx.abstract_syntax != sop_class or handler is None:
-            rsp = response_to(cmd, _SOP_CLASS_NOT_SUPPORTED)
-            rsp.error_comment = "C-MOVE SOP class not supported on this presentation context"
-            await assoc.send(msg.context_id, rsp)
-            return
-        try:
-            identifier = decode_identifier(msg.dataset or [], ctx.transfer_syntax)
-            level, keys = _check_identifier(identifier, sop_class, self.strict)
-        except (_IdentifierError, DatasetDecodeError) as exc:
-            rsp = response_to(cmd, _IDENTIFIER_MISMATCH)
-            rsp.error_comment = str(exc)[:64]
-            if isinstance(exc, _IdentifierError) and exc.tag is not None:
-                rsp.offending_element = [exc.tag]
-            await assoc.send(msg.context_id, rsp)
-            return
         destination = (cmd.move_destination or "").strip()
         address = await self.resolve(destination) if destination else None
         if address is None:
@@ -673,11 +445,8 @@ class MoveService:
 
     async def _perform(self, req: MoveRequest, handler: MoveHandler) -> None:
         assoc, msg = req.assoc, req.message
-        ctx_id = msg.context_id
-        completed = failed = warning = 0
-        failed_uids: list[str] = []
+        subops = SubOperations()
         comment: str | None = None
-        final: int | None = None
         cancelled = False
         instances: list[MoveInstance] = []
         try:
@@ -685,7 +454,7 @@ class MoveService:
                 norm = await _normalize(item)
                 if isinstance(norm, str):
                     log.warning("C-MOVE: %s", norm)
-                    failed += 1
+                    subops.fail(None)
                 else:
                     instances.append(norm)
         except Exception as exc:
@@ -695,13 +464,13 @@ class MoveService:
                 comment = getattr(exc, "comment", None) or str(exc)
             else:
                 log.error("C-MOVE handler failed", exc_info=exc)
-                final = _UNABLE
+                final = UNABLE
                 comment = f"handler error: {type(exc).__name__}"
             rsp = response_to(msg.command, final)
             rsp.error_comment = (comment or "")[:64] or None
-            await assoc.send(ctx_id, rsp)
+            await assoc.send(msg.context_id, rsp)
             return
-        total = len(instances) + failed
+        total = len(instances) + subops.failed
         index = 0
         if instances:
             dest: Association | None = None
@@ -711,8 +480,7 @@ class MoveService:
                 reason = _failure_text(exc)
                 log.warning("C-MOVE to %s at %s:%d: %s", req.destination_ae, *req.destination_address, reason)
                 comment = f"cannot associate with {req.destination_ae}: {reason}"
-                failed += len(instances)
-                failed_uids.extend(i.sop_instance_uid for i in instances)
+                subops.fail_all([i.sop_instance_uid for i in instances])
                 index = len(instances)
             try:
                 while index < len(instances):
@@ -722,55 +490,27 @@ class MoveService:
                     inst = instances[index]
                     index += 1
                     assert dest is not None
-                    status = await self._store_one(dest, req, inst)
-                    cat = category(status)
-                    if cat == Category.SUCCESS:
-                        completed += 1
-                    elif cat == Category.WARNING:
-                        warning += 1
-                    else:
-                        failed += 1
-                        failed_uids.append(inst.sop_instance_uid)
-                    remaining = total - completed - failed - warning
+                    subops.count(await self._store_one(dest, req, inst), inst.sop_instance_uid)
+                    remaining = subops.remaining(total)
                     if not dest.is_established and remaining:
                         # The destination went away: the rest cannot be sent.
-                        rest = instances[index:]
-                        failed += len(rest)
-                        failed_uids.extend(i.sop_instance_uid for i in rest)
+                        subops.fail_all([i.sop_instance_uid for i in instances[index:]])
                         index = len(instances)
                         comment = f"association with {req.destination_ae} lost"
                         remaining = 0
                     if remaining and not req.is_cancelled:
-                        pending = response_to(msg.command, _PENDING)
-                        pending.remaining, pending.completed = remaining, completed
-                        pending.failed, pending.warning = failed, warning
-                        await assoc.send(ctx_id, pending)
+                        await assoc.send(msg.context_id, subops.pending(msg.command, remaining))
             finally:
                 if dest is not None:
                     await _close_quietly(dest)
-        if cancelled:
-            final = _CANCEL
-        elif failed or warning:
-            final = _SUBOPS_FAILED if completed == 0 and warning == 0 else _SUBOPS_WARNING
-        else:
-            final = _SUCCESS
-        rsp = response_to(msg.command, final)
-        rsp.completed, rsp.failed, rsp.warning = completed, failed, warning
-        if cancelled:
-            rsp.remaining = total - completed - failed - warning
-        if comment and final != _SUCCESS:
-            rsp.error_comment = comment[:64]
-        payload: list[Any] | None = None
-        if failed_uids and final != _SUCCESS:
-            ident = Dataset()
-            ident.FailedSOPInstanceUIDList = failed_uids if len(failed_uids) > 1 else failed_uids[0]
-            ctx = assoc.contexts.get(ctx_id)
-            payload = [encode_identifier(ident, ctx.transfer_syntax if ctx else ImplicitVRLittleEndian)]
+        final = subops.final_status(cancelled)
         log.info(
             "C-MOVE from %s to %s: status 0x%04X, completed %d, failed %d, warning %d",
-            req.calling_ae, req.destination_ae, final, completed, failed, warning,
+            req.calling_ae, req.destination_ae, final, subops.completed, subops.failed, subops.warning,
         )
-        await assoc.send(ctx_id, rsp, payload)
+        await subops.send_final(
+            assoc, msg, final, remaining=subops.remaining(total) if cancelled else None, comment=comment
+        )
 
     async def _connect(self, req: MoveRequest, instances: Sequence[MoveInstance]) -> Association:
         from ..aio.client import associate
@@ -791,7 +531,7 @@ class MoveService:
 
     async def _store_one(self, dest: Association, req: MoveRequest, inst: MoveInstance) -> int:
         if not dest.is_established:
-            return _UNABLE
+            return UNABLE
         try:
             return int(await dest.store(inst.source, priority=req.priority,
                                         move_originator=(req.calling_ae, req.message_id)))
@@ -805,7 +545,7 @@ class MoveService:
             log.warning("C-MOVE: destination association lost: %s", exc)
         except (OSError, ValueError) as exc:
             log.warning("C-MOVE sub-operation for %s failed: %s", inst.sop_instance_uid, exc)
-        return _UNABLE
+        return UNABLE
 
 
 def _failure_text(exc: BaseException) -> str:

@@ -27,7 +27,7 @@ import logging
 import os
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
@@ -418,7 +418,32 @@ class _Spool:
             w.abort()
 
 
-class StoreRequest:
+class _HasEncoded(Protocol):
+    @property
+    def encoded(self) -> EncodedDataset: ...
+
+
+class _EncodedPayload:
+    """:attr:`fragments` and :attr:`dataset` of a received instance, read from its ``encoded``.
+
+    Shared by :class:`StoreRequest` and the C-GET
+    :class:`~aiodicom.services.get.ReceivedInstance`.
+    """
+
+    __slots__ = ()
+
+    @property
+    def fragments(self: _HasEncoded) -> list[Buffer]:
+        """The encoded data set as received (a list of buffers, no copy)."""
+        return self.encoded.fragments
+
+    @property
+    def dataset(self: _HasEncoded) -> Dataset:
+        """The data set decoded with pydicom (decoded once, on first access)."""
+        return self.encoded.decode()
+
+
+class StoreRequest(_EncodedPayload):
     """One received C-STORE-RQ, as handed to a storage handler.
 
     The data set stays encoded until :attr:`dataset` is read (decoded with
@@ -512,16 +537,6 @@ class StoreRequest:
             else:
                 self._encoded = EncodedDataset(self.message.dataset or [], self.transfer_syntax)
         return self._encoded
-
-    @property
-    def fragments(self) -> list[Buffer]:
-        """The encoded data set as received (a list of buffers)."""
-        return self.encoded.fragments
-
-    @property
-    def dataset(self) -> Dataset:
-        """The data set decoded with pydicom (decoded on first access)."""
-        return self.encoded.decode()
 
     def __repr__(self) -> str:
         return f"<StoreRequest {self.sop_class_uid} {self.sop_instance_uid!r} from {self.calling_ae!r}>"
