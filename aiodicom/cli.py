@@ -273,9 +273,24 @@ def _add_serve_parser(sub: Any) -> None:
     p.add_argument("--dimse-timeout", type=_positive, help="DIMSE timeout in seconds [60]")
     p.add_argument("--idle-timeout", type=_positive, help="abort associations idle this many seconds [never]")
     p.add_argument("--no-uvloop", action="store_true", help="use the default asyncio event loop")
+    p.add_argument(
+        "--workers", type=_workers_count, default=1, metavar="N",
+        help="serve from N processes sharing the port (SO_REUSEPORT) and the archive; "
+        "--max-associations applies to each [1]",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging (default: INFO)")
     _add_serve_security_args(p)
     p.set_defaults(func=_cmd_serve)
+
+
+def _workers_count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of processes, got {text!r}") from None
+    if not 1 <= n <= 256:
+        raise argparse.ArgumentTypeError(f"must be 1..256, not {n}")
+    return n
 
 
 def _add_serve_security_args(p: argparse.ArgumentParser) -> None:
@@ -433,7 +448,16 @@ def _serve_settings(args: argparse.Namespace) -> dict[str, Any]:
     return settings
 
 
-async def _serve(args: argparse.Namespace, settings: dict[str, Any]) -> int:
+async def _serve(
+    args: argparse.Namespace, settings: dict[str, Any], worker: int | None = None, ready_fd: int | None = None
+) -> int:
+    """Run the archive until SIGINT/SIGTERM.
+
+    As worker *worker* of ``--workers N`` it listens with SO_REUSEPORT, skips
+    the start-up recovery (the supervisor ran it), locks same-UID writes
+    across processes, and signals readiness on *ready_fd* instead of
+    printing the banner.
+    """
     from .archive.server import create_archive_server
 
     security_kwargs = _serve_security(args)
@@ -455,13 +479,15 @@ async def _serve(args: argparse.Namespace, settings: dict[str, Any]) -> int:
             artim_timeout=settings["artim_timeout"],
             dimse_timeout=settings["dimse_timeout"],
             network_timeout=settings["idle_timeout"],
+            recover=worker is None,
+            shared=worker is not None,
             **security_kwargs,
         )
     except OSError as exc:
         raise CLIError(f"cannot open storage {storage}: {exc.strerror or exc}") from None
     try:
         try:
-            await server.start(settings["host"], settings["port"])
+            await server.start(settings["host"], settings["port"], reuse_port=worker is not None)
         except OSError as exc:
             raise CLIError(
                 f"cannot listen on {settings['host']}:{settings['port']}: {exc.strerror or exc}"
@@ -474,13 +500,21 @@ async def _serve(args: argparse.Namespace, settings: dict[str, Any]) -> int:
             except (NotImplementedError, RuntimeError):
                 pass
         peers = ", ".join(f"{k}={h}:{p}" for k, (h, p) in sorted(settings["peers"].items()))
-        print(
-            f"aiodicom serving {settings['aet']} on {settings['host']}:{server.port} "
-            f"(storage {os.path.abspath(storage)}{'; peers ' + peers if peers else ''})",
-            flush=True,
-        )
+        if ready_fd is not None:
+            try:
+                os.write(ready_fd, b"r")
+                os.close(ready_fd)
+            except OSError:
+                pass  # a restarted worker: nobody waits for it
+        else:
+            print(
+                f"aiodicom serving {settings['aet']} on {settings['host']}:{server.port} "
+                f"(storage {os.path.abspath(storage)}{'; peers ' + peers if peers else ''})",
+                flush=True,
+            )
         await stop.wait()
-        print("shutting down", flush=True)
+        if worker is None:
+            print("shutting down", flush=True)
     finally:
         await server.close(timeout=10.0)
     return 0
@@ -490,7 +524,84 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     settings = _serve_settings(args)
     if not args.verbose:
         logging.getLogger("aiodicom").setLevel(logging.INFO)
-    return run_loop(_serve(args, settings), use_uvloop=not args.no_uvloop)
+    _raise_fd_limit(settings["max_associations"])
+    workers = args.workers
+    if workers == 1:
+        return run_loop(_serve(args, settings), use_uvloop=not args.no_uvloop)
+    return _serve_workers(args, settings, workers)
+
+
+def _raise_fd_limit(max_associations: int) -> None:
+    """Let the process hold ``max_associations`` sockets (soft limit up to the hard one)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = max_associations + 256
+    if hard != resource.RLIM_INFINITY:
+        want = min(want, hard)
+    if want > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        except (ValueError, OSError):
+            pass
+
+
+def _serve_workers(args: argparse.Namespace, settings: dict[str, Any], workers: int) -> int:
+    """``serve --workers N``: recover once here, then N forked servers on one port (SO_REUSEPORT)."""
+    import socket
+
+    from ._workers import run_workers
+    from .archive.storage import Storage
+
+    if not hasattr(os, "fork") or not hasattr(socket, "SO_REUSEPORT"):
+        raise CLIError("--workers needs fork() and SO_REUSEPORT (Linux, macOS, BSD)")
+    if settings["port"] == 0:
+        raise CLIError("--workers needs a fixed --port (port 0 would give each worker its own)")
+    _serve_security(args)  # validate TLS files etc. before forking
+    storage = settings["storage"]
+    try:
+        os.makedirs(storage, exist_ok=True)
+    except OSError as exc:
+        raise CLIError(f"cannot create storage {storage}: {exc.strerror or exc}") from None
+    # fail early (and once) if the port is taken by a process not in our group
+    probe = socket.socket(socket.AF_INET6 if ":" in settings["host"] else socket.AF_INET)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        probe.bind((settings["host"], settings["port"]))
+    except OSError as exc:
+        raise CLIError(f"cannot listen on {settings['host']}:{settings['port']}: {exc.strerror or exc}") from None
+    finally:
+        probe.close()
+
+    async def recover() -> None:
+        async with await Storage.open(storage, recover=True):
+            pass
+
+    try:
+        asyncio.run(recover())
+    except OSError as exc:
+        raise CLIError(f"cannot open storage {storage}: {exc.strerror or exc}") from None
+
+    def worker(index: int, ready_fd: int) -> int:
+        try:
+            return run_loop(_serve(args, settings, worker=index, ready_fd=ready_fd), use_uvloop=not args.no_uvloop)
+        except CLIError as exc:
+            print(f"aiodicom serve (worker {index}): {exc}", file=sys.stderr, flush=True)
+            return 2
+
+    def ready() -> None:
+        print(
+            f"aiodicom serving {settings['aet']} on {settings['host']}:{settings['port']} with {workers} workers "
+            f"(storage {os.path.abspath(storage)})",
+            flush=True,
+        )
+
+    code = run_workers(workers, worker, on_ready=ready)
+    print("shut down", flush=True)
+    return code
 
 
 def _collect_files(paths: Sequence[str]) -> tuple[list[Any], list[tuple[str, str]], int]:
