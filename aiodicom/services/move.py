@@ -219,7 +219,12 @@ class MoveOperation(RetrieveOperation[MoveProgress, MoveResult]):
             self._abort_on_timeout("response")
             raise
         except BaseException:
-            self._finish()
+            # Cancelled (task.cancel(), asyncio.timeout) while the association
+            # lives: stay unfinished so aclose() / __aexit__ / __del__ still
+            # send C-CANCEL and drain (PS3.4 C.4.3.3); finish only if the
+            # association is gone.
+            if self.result is None and not self.assoc.is_established:
+                self._finish()
             raise
         return self._on_response(msg)
 

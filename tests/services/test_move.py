@@ -224,3 +224,56 @@ async def test_files_and_compressed_contexts(moving: dict[str, Any], tmp_path: P
         await dest.server.close(timeout=1.0)
     contexts = storage_contexts_for([MoveInstance(CT, "1", JPEG_BASELINE, "x"), MoveInstance(CT, "2", EXPLICIT, "y")])
     assert contexts == [(CT, [EXPLICIT, "1.2.840.10008.1.2"]), (CT, [JPEG_BASELINE])]
+
+
+@pytest.mark.parametrize("how", ["task-cancel", "timeout"])
+async def test_cancelling_the_task_sends_c_cancel(moving: dict[str, Any], how: str) -> None:
+    """task.cancel() / asyncio.timeout inside ``async with`` sends C-CANCEL and settles the move."""
+    from aiodicom import events
+
+    gate = asyncio.Event()
+    dest = Destination(gate=gate)
+    await dest.server.start("127.0.0.1", 0)
+    moving["peers"]["DEST"] = ("127.0.0.1", dest.server.port)
+
+    def on_message(ev: events.Event) -> None:
+        # the SCP saw the C-CANCEL: let the held sub-operation finish
+        if ev.data["command"] == "C-CANCEL-RQ" and ev.assoc is not None and not ev.assoc.requestor:
+            gate.set()
+
+    unsubscribe = events.subscribe(on_message, kinds={events.MESSAGE_RECEIVED})
+    try:
+        async with scu(moving) as assoc:
+            first = asyncio.Event()
+            ops: list[Any] = []
+
+            async def consumer() -> None:
+                async with assoc.move(ident(), "DEST", "study") as op:
+                    ops.append(op)
+                    async for item in op:
+                        gate.clear()  # hold the next sub-operation
+                        first.set()
+
+            gate.set()
+            if how == "task-cancel":
+                task = asyncio.create_task(consumer())
+                await first.wait()
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            else:
+                loop = asyncio.get_running_loop()
+                with pytest.raises(TimeoutError):
+                    async with asyncio.timeout(30) as cm:
+                        inner = asyncio.create_task(consumer())
+                        await first.wait()
+                        cm.reschedule(loop.time())
+                        await inner
+            result = ops[0].result
+            assert result is not None and result.cancelled and result.status == 0xFE00
+            assert result.completed is not None and 1 <= result.completed < 4
+            gate.set()
+            assert (await assoc.move(ident(), "DEST", "study").wait()).status == 0
+    finally:
+        unsubscribe()
+        await dest.server.close(timeout=1.0)
