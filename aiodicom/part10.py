@@ -21,6 +21,8 @@ Instance file names are derived from SOP Instance UIDs only through
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import secrets
 import struct
@@ -45,6 +47,7 @@ __all__ = [
     "build_file_meta",
     "iter_part10_dataset_chunks",
     "read_part10_dataset",
+    "read_part10_dataset_nowait",
     "read_part10_info",
     "safe_instance_filename",
     "write_part10",
@@ -130,8 +133,11 @@ def _decode_text(value: bytes, path: object, tag: int) -> str:
     return text.rstrip("\x00 ").lstrip(" ")
 
 
-def _parse_meta(fp: BinaryIO, path: Path) -> Part10Info:
-    """Parse preamble, magic and File Meta from *fp* positioned at 0."""
+def _parse_meta(fp: BinaryIO, path: Path, size: int | None = None) -> Part10Info:
+    """Parse preamble, magic and File Meta from *fp* positioned at 0.
+
+    *size* is the file's size (default: ``fstat`` of *fp*).
+    """
     head = fp.read(META_START)
     if len(head) < META_START:
         raise InvalidPart10Error(
@@ -200,7 +206,8 @@ def _parse_meta(fp: BinaryIO, path: Path) -> Part10Info:
             return None
         return _decode_text(values[tag], path, tag) or None
 
-    size = os.fstat(fp.fileno()).st_size
+    if size is None:
+        size = os.fstat(fp.fileno()).st_size
     return Part10Info(
         path=path,
         sop_class_uid=_decode_text(values[_TAG_SOP_CLASS], path, _TAG_SOP_CLASS),
@@ -244,6 +251,61 @@ def read_part10_dataset(path: StrPath) -> tuple[Part10Info, EncodedDataset]:
         data = fp.read()
     info.dataset_length = len(data)
     return info, EncodedDataset([data], info.transfer_syntax)
+
+
+#: Files larger than this are never read on the event loop (see below).
+NOWAIT_READ_MAX = 16 * 1024 * 1024
+_META_WINDOW = 64 * 1024
+
+
+def read_part10_dataset_nowait(path: StrPath) -> tuple[Part10Info, EncodedDataset] | None:
+    """:func:`read_part10_dataset`, but only if no read has to wait for the disk.
+
+    Reads with ``preadv(..., RWF_NOWAIT)`` (Linux >= 4.14), which copies
+    from the page cache and fails instead of blocking when a page is not
+    there.  Returns ``None`` when the file is not entirely cached, is larger
+    than :data:`NOWAIT_READ_MAX`, the File Meta is unusually large, or the
+    platform or file system lacks ``RWF_NOWAIT``: the caller then reads it in
+    a worker thread.  An event loop can call this directly and skip the
+    thread hop for hot files.  The data set is a memoryview of the one
+    buffer read (no second copy).
+    """
+    flag = getattr(os, "RWF_NOWAIT", None)
+    if flag is None:
+        return None
+    p = Path(path)
+    fd = os.open(p, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        size = os.fstat(fd).st_size
+        if size > NOWAIT_READ_MAX:
+            return None
+        buf = bytearray(size)
+        view = memoryview(buf)
+        got = 0
+        while got < size:
+            try:
+                n = os.preadv(fd, [view[got:]], got, flag)
+            except BlockingIOError:
+                return None
+            except OSError as exc:
+                if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                    return None
+                raise
+            if n == 0:
+                break  # shorter than fstat said: parse what is there
+            got += n
+    finally:
+        os.close(fd)
+    try:
+        info = _parse_meta(io.BytesIO(view[: min(got, _META_WINDOW)]), p, got)
+    except InvalidPart10Error:
+        if got > _META_WINDOW:
+            return None  # a File Meta past the window: the normal reader decides
+        raise
+    if info.dataset_offset > got:
+        return None
+    info.dataset_length = got - info.dataset_offset
+    return info, EncodedDataset([view[info.dataset_offset : got]], info.transfer_syntax)
 
 
 def iter_part10_dataset_chunks(info: Part10Info, chunk_size: int = 1 << 20) -> Iterator[bytes]:

@@ -783,3 +783,62 @@ def test_file_meta_dataset_accepts_our_meta(tmp_path: Path) -> None:
     meta = dcmread(path, force=True).file_meta
     assert isinstance(meta, FileMetaDataset)
     validate_file_meta(meta, enforce_standard=True)
+
+
+# --- read_part10_dataset_nowait: page-cache reads on the event loop ----------------
+
+from aiodicom import part10 as _p10  # noqa: E402
+
+
+@pytest.mark.skipif(not hasattr(os, "RWF_NOWAIT"), reason="needs preadv RWF_NOWAIT (Linux)")
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm"])
+def test_nowait_read_matches_the_normal_reader(tmp_path: Path, name: str) -> None:
+    src = get_testdata_file(name)
+    assert src is not None
+    path = tmp_path / name
+    path.write_bytes(Path(src).read_bytes())  # just written: in the page cache
+    got = _p10.read_part10_dataset_nowait(path)
+    if got is None:
+        pytest.skip("this file system does not support RWF_NOWAIT reads")
+    info, encoded = got
+    ref_info, ref = _p10.read_part10_dataset(path)
+    assert info == ref_info
+    assert encoded.transfer_syntax == ref.transfer_syntax
+    assert encoded.tobytes() == ref.tobytes()
+
+
+def test_nowait_read_declines_instead_of_blocking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = get_testdata_file("CT_small.dcm")
+    assert src is not None
+    path = tmp_path / "ct.dcm"
+    path.write_bytes(Path(src).read_bytes())
+    monkeypatch.setattr(os, "RWF_NOWAIT", 8, raising=False)
+
+    def would_block(fd: int, buffers: list[Any], offset: int, flags: int = 0) -> int:
+        assert flags == 8
+        raise BlockingIOError("not in the page cache")
+
+    monkeypatch.setattr(os, "preadv", would_block)
+    assert _p10.read_part10_dataset_nowait(path) is None
+
+
+def test_nowait_read_declines_large_files_and_missing_support(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = get_testdata_file("CT_small.dcm")
+    assert src is not None
+    path = tmp_path / "ct.dcm"
+    path.write_bytes(Path(src).read_bytes())
+    monkeypatch.setattr(_p10, "NOWAIT_READ_MAX", 1000)
+    assert _p10.read_part10_dataset_nowait(path) is None
+    monkeypatch.delattr(os, "RWF_NOWAIT", raising=False)
+    assert _p10.read_part10_dataset_nowait(path) is None
+
+
+@pytest.mark.skipif(not hasattr(os, "RWF_NOWAIT"), reason="needs preadv RWF_NOWAIT (Linux)")
+def test_nowait_read_rejects_non_part10_like_the_normal_reader(tmp_path: Path) -> None:
+    path = tmp_path / "garbage.dcm"
+    path.write_bytes(b"\x00" * 200)
+    try:
+        result = _p10.read_part10_dataset_nowait(path)
+    except InvalidPart10Error:
+        return
+    assert result is None  # file system without RWF_NOWAIT

@@ -71,7 +71,7 @@ from ..dataset import Buffer, DatasetDecodeError, EncodedDataset, encode_identif
 from ..dimse.commands import C_GET_RQ, C_STORE_RQ, C_STORE_RSP, PRIORITY_MEDIUM, Command
 from ..dimse.fragments import Message
 from ..dimse.status import Category, category
-from ..part10 import read_part10_dataset, safe_instance_filename, write_part10
+from ..part10 import read_part10_dataset, read_part10_dataset_nowait, safe_instance_filename, write_part10
 from ..uids import (
     COMPRESSED_TRANSFER_SYNTAXES,
     STORAGE_SOP_CLASSES,
@@ -876,7 +876,11 @@ async def _prepare(assoc: Association, item: object) -> _Outgoing:
     if isinstance(item, (str, os.PathLike)):
         # One thread hop reads File Meta and data set (usually sent as is).
         try:
-            info, encoded = await asyncio.to_thread(read_part10_dataset, item)
+            # from the page cache without a thread hop when it is there
+            cached = read_part10_dataset_nowait(item)
+            if cached is None:
+                cached = await asyncio.to_thread(read_part10_dataset, item)
+            info, encoded = cached
         except (OSError, ValueError) as exc:
             return _Outgoing(None, None, error=f"cannot read {os.fspath(item)!r}: {exc}")
         contexts = _storage_contexts(assoc, info.sop_class_uid)
