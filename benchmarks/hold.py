@@ -145,7 +145,7 @@ def _servers(impls: set[str]) -> list[tuple[str, list[str], str]]:
 def _start(kind: str, port: int, count: int, tmp: str) -> Any:
     if kind == "aiodicom":
         argv = python_module(
-            "aiodicom", "serve", "--host", "127.0.0.1", "--port", str(port), "--storage", tmp,
+            "aiodicom", "serve", "--quiet", "--host", "127.0.0.1", "--port", str(port), "--storage", tmp,
             "--max-associations", str(count + 16),
         )
     else:

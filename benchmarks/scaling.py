@@ -43,10 +43,10 @@ __all__ = ["IMPLS", "format_scaling", "main", "run_scaling", "save_plot"]
 #: server implementations: name -> argv factory (port, max associations, storage dir)
 IMPLS: dict[str, Any] = {
     "aiodicom-uvloop": lambda port, n, tmp: python_module(
-        "aiodicom", "serve", "--port", str(port), "--storage", tmp, "--max-associations", str(n)
+        "aiodicom", "serve", "--quiet", "--port", str(port), "--storage", tmp, "--max-associations", str(n)
     ),
     "aiodicom-asyncio": lambda port, n, tmp: python_module(
-        "aiodicom", "serve", "--no-uvloop", "--port", str(port), "--storage", tmp, "--max-associations", str(n)
+        "aiodicom", "serve", "--quiet", "--no-uvloop", "--port", str(port), "--storage", tmp, "--max-associations", str(n)
     ),
     "pynetdicom": lambda port, n, tmp: python_module(
         "benchmarks.pynd_server", "--port", str(port), "--nodelay", "--max-associations", str(n)

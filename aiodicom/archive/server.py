@@ -145,7 +145,7 @@ class ArchiveServer(Server):
     def _association_closed(self, assoc: Association) -> None:
         super()._association_closed(assoc)
         stats = self._stats.pop(id(assoc), None)
-        if stats is None:
+        if stats is None or not log.isEnabledFor(logging.INFO):
             return
         peer = f"{assoc.peer_address[0]}:{assoc.peer_address[1]}" if assoc.peer_address else "-"
         ops = ",".join(f"{k}={v}" for k, v in sorted(stats.ops.items())) or "none"
