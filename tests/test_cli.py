@@ -286,3 +286,24 @@ def test_serve_stops_cleanly_on_sigterm_and_creates_storage(tmp_path: Path) -> N
     # the port is released
     with socket.socket() as s:
         s.bind(("127.0.0.1", srv.port))
+
+
+def test_serve_logs_one_line_per_association_unless_quiet(tmp_path: Path) -> None:
+    for quiet in (False, True):
+        srv = start_serve("--storage", str(tmp_path / f"s{quiet}"), *(["--quiet"] if quiet else []))
+        try:
+            assert asyncio.run(_echo(srv.port, "AIODICOM")) == 0
+        finally:
+            rc, _out, err = stop_serve(srv)
+        assert rc == 0, err
+        lines = [line for line in err.splitlines() if "association closed" in line]
+        if quiet:
+            assert lines == [], err
+        else:
+            assert len(lines) == 1 and "ops=C-ECHO=1" in lines[0], err
+
+
+def test_serve_verbose_and_quiet_conflict(tmp_path: Path) -> None:
+    proc = cli("serve", "--verbose", "--quiet", "--storage", str(tmp_path / "s"))
+    err = assert_clean_failure(proc)
+    assert "--quiet" in err
