@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import os
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -99,6 +100,17 @@ def run_pynetdicom(args: argparse.Namespace) -> int:
         lg.handlers.clear()
         lg.setLevel(logging.WARNING)
     transport.AssociationServer.request_queue_size = 4096
+    # Fairness: pynetdicom has no TCP_NODELAY option; without it each small
+    # response (C-FIND pending, C-STORE-RSP) can wait for a delayed ACK, which
+    # would count Nagle's delay as our win.  Set it on accepted sockets.
+    orig_get_request = transport.AssociationServer.get_request
+
+    def get_request(self: transport.AssociationServer) -> tuple[socket.socket, tuple[str, int]]:
+        sock, addr = orig_get_request(self)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock, addr
+
+    transport.AssociationServer.get_request = get_request  # type: ignore[method-assign]
     ae = AE(ae_title="BENCHSCP")
     ae.maximum_associations = 4096
     handlers = []

@@ -402,6 +402,7 @@ def format_data_report(report: dict[str, Any]) -> str:
         "  and association count (DCMTK: storescp --ignore for store; disk rows are compared only by eye).",
         "aiodicom store_to_directory runs with fsync=False (storescp does not fsync).  DCMTK runs with",
         "  TCP_NODELAY=1; storescp with --fork so that 16 associations are served concurrently.",
+        "pynetdicom SCPs: loggers silenced, TCP_NODELAY set on accepted sockets (it has no option for it).",
     ]
     la = meta["loadavg_start"][0]
     if la > 0.5:
