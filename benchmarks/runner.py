@@ -566,7 +566,16 @@ def build_parser() -> argparse.ArgumentParser:
         default="cycles",
         help="comma-separated: cycles (association cycles, the default), store, find, get (data benchmarks, "
         "see benchmarks/data_suite.py), hold (associations held open by one process, RSS per association), "
-        "scaling (C-ECHO/s vs concurrent associations, JSON + PNG); 'data' = store,find,get; 'all' = everything",
+        "scaling (C-ECHO/s vs concurrent associations, JSON + PNG), archive (C-STORE to disk+index, C-FIND over "
+        "a large index; benchmarks/archive_suite.py); 'data' = store,find,get; 'all' = everything",
+    )
+    p.add_argument(
+        "--archive-instances", type=int, default=None,
+        help="archive suite: instances in the aiodicom archive for C-FIND [100000; --quick 200]",
+    )
+    p.add_argument(
+        "--archive-peer-instances", type=int, default=None,
+        help="archive suite: instances sent to pynetdicom qrscp / dcmqrscp for C-FIND [2000; --quick 100]",
     )
     p.add_argument("--hold-count", type=int, default=None, help="hold suite: associations on aiodicom [10000]")
     p.add_argument("--hold-pynd-count", type=int, default=None, help="hold suite: associations on pynetdicom [1000]")
@@ -589,12 +598,12 @@ def _suites(text: str) -> list[str]:
     for part in (x.strip() for x in text.split(",") if x.strip()):
         names = {
             "data": ["store", "find", "get"],
-            "all": ["cycles", "store", "find", "get", "hold", "scaling"],
+            "all": ["cycles", "store", "find", "get", "hold", "scaling", "archive"],
         }.get(part, [part])
         for n in names:
-            if n not in ("cycles", "store", "find", "get", "hold", "scaling"):
+            if n not in ("cycles", "store", "find", "get", "hold", "scaling", "archive"):
                 raise SystemExit(
-                    f"--suite: unknown suite {n!r} (cycles, store, find, get, hold, scaling, data, all)"
+                    f"--suite: unknown suite {n!r} (cycles, store, find, get, hold, scaling, archive, data, all)"
                 )
             if n not in out:
                 out.append(n)
@@ -661,7 +670,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def _hold_scaling_main(args: argparse.Namespace, suites: list[str]) -> int:
-    """The ``hold`` and ``scaling`` suites (benchmarks/hold.py, benchmarks/scaling.py)."""
+    """The ``hold``, ``scaling`` and ``archive`` suites (benchmarks/hold.py, scaling.py, archive_suite.py)."""
     import json as _json
 
     progress = None if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
@@ -681,6 +690,34 @@ def _hold_scaling_main(args: argparse.Namespace, suites: list[str]) -> int:
         extra["hold"] = hold_rows
         if not any(r.get("held") for r in hold_rows if r["server"].startswith("aiodicom")):
             rc = 1
+    if "archive" in suites:
+        from .archive_suite import ArchiveConfig, format_archive_report, run_archive
+
+        acfg = ArchiveConfig(progress=progress)
+        if args.quick:
+            acfg.duration, acfg.warmup = 0.5, 0.2
+            acfg.store_clients, acfg.instances, acfg.peer_instances = [1, 2], 200, 100
+        if args.duration is not None:
+            acfg.duration = args.duration
+        if args.warmup is not None:
+            acfg.warmup = args.warmup
+        if args.store_sizes:
+            acfg.store_sizes_kib = [float(x) for x in args.store_sizes.split(",") if x.strip()]
+        if args.store_clients:
+            acfg.store_clients = args.store_clients
+        if args.archive_instances:
+            acfg.instances = args.archive_instances
+        if args.archive_peer_instances:
+            acfg.peer_instances = args.archive_peer_instances
+        if args.impl:
+            acfg.impls = {k.strip() for k in args.impl.split(",") if k.strip()}
+        archive = run_archive(acfg)
+        print(format_archive_report(archive))
+        print(f"\n(archive benchmarks run time {archive['meta']['total_s']:.0f} s)")
+        extra["archive"] = archive
+        measured = [r for r in archive["store"] + archive["find"] if not (r["failure"] or "").startswith("skipped")]
+        if not measured or any(r["failure"] for r in measured):
+            rc = 1
     if "scaling" in suites:
         from .scaling import IMPLS, format_scaling, run_scaling, save_plot
 
@@ -697,18 +734,19 @@ def _hold_scaling_main(args: argparse.Namespace, suites: list[str]) -> int:
         if not any(r.get("echoes") for r in scaling_rows):
             rc = 1
     if args.json_path and extra:
-        path = args.json_path if suites == [s for s in suites if s in ("hold", "scaling")] else args.json_path + ".extra.json"
+        path = args.json_path if getattr(args, "only_later", False) else args.json_path + ".extra.json"
         with open(path, "w") as f:
             _json.dump(extra, f, indent=2)
-        print(f"hold/scaling rows saved to {path}")
+        print(f"{'/'.join(extra)} rows saved to {path}")
     return rc
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     suites = _suites(args.suite)
-    later = [s for s in suites if s in ("hold", "scaling")]
+    later = [s for s in suites if s in ("hold", "scaling", "archive")]
     suites = [s for s in suites if s not in later]
+    args.only_later = not suites
     if not suites:
         return _hold_scaling_main(args, later)
     data = [s for s in suites if s != "cycles"]

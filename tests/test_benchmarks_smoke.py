@@ -147,7 +147,38 @@ def test_hold_and_scaling_tiny(tmp_path: Path) -> None:
 
 
 def test_runner_suites_include_hold_and_scaling() -> None:
-    assert runner._suites("all")[-2:] == ["hold", "scaling"]
+    assert runner._suites("all")[-3:] == ["hold", "scaling", "archive"]
+    assert runner._suites("archive") == ["archive"]
     assert runner._suites("hold,cycles") == ["hold", "cycles"]
     with pytest.raises(SystemExit):
         runner._suites("bogus")
+
+
+def test_archive_suite_tiny(tmp_path: Path) -> None:
+    """The archive benchmark at tiny sizes, aiodicom rows only (peers skipped)."""
+    pytest.importorskip("uvloop")
+    from benchmarks import archive_suite
+
+    cfg = archive_suite.ArchiveConfig(
+        store_sizes_kib=[40], store_clients=[1, 2], instances=200, duration=0.4, warmup=0.1,
+        impls={"aiodicom", "aiodicom-nofsync"},
+    )
+    report = archive_suite.run_archive(cfg)
+    store = report["store"]
+    assert {(r["key"], r["clients"]) for r in store} == {
+        ("aiodicom", 1), ("aiodicom", 2), ("aiodicom-nofsync", 1), ("aiodicom-nofsync", 2)
+    }
+    for r in store:
+        assert r["failure"] is None, r
+        assert r["ops_per_s"] > 0 and r["mb_per_s"] > 0 and r["errors"] == 0, r
+    find = report["find"]
+    assert [r["query"] for r in find] == ["study-by-pid", "study-date-range", "image-one-series"]
+    for r in find:
+        assert r["failure"] is None, r
+        assert r["instances"] == 200 and r["queries_per_s"] > 0 and r["errors"] == 0, r
+        assert r["matches"] and r["matches"] >= 1, r
+    assert find[0]["matches"] == archive_suite.STUDIES_PER_PATIENT
+    assert find[2]["matches"] == archive_suite.IMAGES_PER_SERIES
+    text = archive_suite.format_archive_report(report)
+    assert "C-STORE into the archive" in text and "C-FIND over an indexed archive" in text
+    json.dumps(report)
