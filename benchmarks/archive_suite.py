@@ -375,7 +375,7 @@ def _find_cells(
                 row.update(
                     queries_per_s=r["ops_per_s"], ops=r["ops"], errors=r["errors_total"],
                     p50_ms=r["latency_ms"].get("p50"), p99_ms=r["latency_ms"].get("p99"),
-                    matches=(r["items"] / r["ok"]) if r.get("ok") else None,
+                    matches=round(r["items"] / r["ok"]) if r.get("ok") else None,  # items count on arrival: nearest
                     error_samples=r.get("error_samples", {}),
                 )
                 cpu = r.get("cpu_s", {})
