@@ -26,6 +26,7 @@ from aiodicom.aio.errors import AssociationAborted
 from aiodicom.services.find import FindRequest, serve_find
 from aiodicom.services.store import serve_store, store_to_directory
 from aiodicom.uids import PatientRootQueryRetrieveInformationModelFind as PATIENT_FIND
+from tests._sync import tasks_settle, wait_no_associations
 
 pytestmark = pytest.mark.soak
 
@@ -184,14 +185,14 @@ async def test_soak(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     assert sum(counts[k] for k in ("echo", "store", "find", "store-abort")) == OPERATIONS, counts
     assert counts["abort"] and counts["raw-drop"] and counts["store"] and counts["find"], counts
 
-    async with asyncio.timeout(10):
-        while server.associations:
-            await asyncio.sleep(0.01)
+    await wait_no_associations(server, 10)
     assert server.total_associations > 50
     gc.collect()
     rss_growth = rss_bytes() - rss_before
     await server.close(timeout=1.0)
-    await asyncio.sleep(0.05)  # let transports finish closing
+    # Handlers cancelled by their association's close finish on a later loop
+    # iteration: wait on those tasks (a task that never ends fails here).
+    await tasks_settle(tasks_before | {asyncio.current_task()}, 10)
     gc.collect()
 
     leaked = {t for t in asyncio.all_tasks() if not t.done()} - tasks_before - {asyncio.current_task()}
