@@ -21,6 +21,7 @@ from aiodicom.dimse.fragments import Message
 from aiodicom.part10 import Part10Writer
 from aiodicom.services.store import serve_store, store_to_directory
 from aiodicom.ul import pdu as P
+from tests._sync import wait_no_associations, wait_until
 
 VERIFICATION = "1.2.840.10008.1.1"
 IMPLICIT = "1.2.840.10008.1.2"
@@ -83,12 +84,6 @@ async def read_until_eof(reader: asyncio.StreamReader) -> bytes:
                 break
             chunks.append(chunk)
     return b"".join(chunks)
-
-
-async def wait_no_associations(server: aiodicom.Server) -> None:
-    async with asyncio.timeout(DEADLINE):
-        while server.associations:
-            await asyncio.sleep(0.01)
 
 
 async def still_serving(server: aiodicom.Server) -> None:
@@ -226,24 +221,34 @@ async def test_slow_reader_stops_server_reading(make_server) -> None:  # type: i
     _reader, writer = await raw_associate(server.port, sock)
     try:
         [srv_assoc] = list(server.associations)
-        assert srv_assoc.transport is not None
+        transport = srv_assoc.transport
+        assert transport is not None
+        sent = len(request_pdu())
         for batch in range(20):
-            writer.write(b"".join(echo_pdu(batch * 10 + i + 1) for i in range(10)))
+            data = b"".join(echo_pdu(batch * 10 + i + 1) for i in range(10))
+            writer.write(data)
             await writer.drain()
-            await asyncio.sleep(0.02)
-            if not srv_assoc.transport.is_reading():
+            sent += len(data)
+            # no event for either: the server read the batch, or stopped reading
+            await wait_until(
+                lambda: srv_assoc.bytes_received >= sent or not transport.is_reading(),
+                DEADLINE, f"server read batch {batch} or paused reading",
+            )
+            if not transport.is_reading():
                 break
-        async with asyncio.timeout(DEADLINE):
-            while srv_assoc.transport.is_reading():
-                await asyncio.sleep(0.01)
+        await wait_until(lambda: not transport.is_reading(), DEADLINE, "server paused reading")
         # Bounded: handlers wait for the transport instead of queueing more.
         running = len(srv_assoc._running)
         assert 16 <= running <= 64, running
-        buffered = srv_assoc.transport.get_write_buffer_size()
+        buffered = transport.get_write_buffer_size()
         assert buffered <= running * (len(big) + 64 * 1024), buffered
-        await asyncio.sleep(0.2)
-        assert not srv_assoc.transport.is_reading()
+        received = srv_assoc.bytes_received
+        # The server keeps serving others meanwhile (real I/O through its
+        # loop), and the stalled association stays paused all along.
+        await still_serving(server)
+        assert not transport.is_reading()
         assert len(srv_assoc._running) == running  # nothing new was read
+        assert srv_assoc.bytes_received == received
     finally:
         writer.close()
     await wait_no_associations(server)
