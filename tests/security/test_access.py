@@ -35,6 +35,7 @@ from aiodicom.uids import (
     PatientRootQueryRetrieveInformationModelMove as PATIENT_MOVE,
 )
 from aiodicom.ul import pdu as P
+from tests._sync import wait_no_associations
 
 VERIFICATION = "1.2.840.10008.1.1"
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -225,9 +226,7 @@ async def test_identity_negotiation(id_server: aiodicom.Server) -> None:
         with pytest.raises(AssociationRejectedError) as err:
             await aiodicom.associate("127.0.0.1", port, user_identity=identity)
         assert (err.value.result, err.value.source) == (1, 1), identity
-    async with asyncio.timeout(5):  # the rejected connections close (Sta13 -> Sta1)
-        while id_server.associations:
-            await asyncio.sleep(0.01)
+    await wait_no_associations(id_server, 5)  # the rejected connections close (Sta13 -> Sta1)
 
 
 @pytest.fixture
