@@ -50,6 +50,7 @@ from aiodicom.services.find import FindRequest, serve_find
 from aiodicom.services.get import GetRequest, GetResult, ReceivedInstance, get_contexts, serve_get
 from aiodicom.services.store import StoreRequest, serve_store
 from aiodicom.ul import pdu as P
+from tests._sync import wait_no_associations
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 EXPLICIT = "1.2.840.10008.1.2.1"
@@ -299,7 +300,7 @@ async def test_peer_vanishes_mid_get(archive: ArchiveServer) -> None:
     async with archive_client(archive) as assoc:
         for ds in stored:
             assert (await assoc.store(ds)).is_success
-    await poll(lambda: not archive.associations, "storing association closed")
+    await wait_no_associations(archive, DEADLINE)  # the storing association closed
 
     baseline = set(asyncio.all_tasks())
     assoc = await archive_client(archive)
