@@ -681,8 +681,10 @@ async def test_slow_consumer_keeps_at_most_one_suboperation_outstanding(env: Env
                 if not isinstance(item, ReceivedInstance):
                     continue
                 seen += 1
-                # Give the SCP every chance to run ahead: it must not, because
-                # the C-STORE-RSP is only sent when we ask for the next item.
+                # Deliberate slowness, the thing under test (not
+                # synchronisation): a slow consumer gives the SCP every chance
+                # to run ahead.  It must not, because the C-STORE-RSP is only
+                # sent when we ask for the next item.
                 for _ in range(5):
                     await asyncio.sleep(0.005)
                 assert env.stats["sent"] == seen
@@ -862,7 +864,7 @@ async def test_scu_timeout_aborts(env: Env) -> None:
 
     async def handler(req: GetRequest) -> AsyncIterator[Any]:
         yield recs[0].path
-        await asyncio.sleep(30)
+        await asyncio.Event().wait()  # stalls for good; cancelled when the SCU aborts
         yield recs[1].path
 
     env.handler = handler
@@ -883,7 +885,9 @@ async def test_scp_gives_up_on_a_consumer_slower_than_its_dimse_timeout(env: Env
             async with asyncio.timeout(DEADLINE):
                 async for item in assoc.get(identifier("STUDY", "study", study_uid=STUDY1), "study"):
                     if isinstance(item, ReceivedInstance):
-                        await asyncio.sleep(1.0)  # the SCP waits for our C-STORE-RSP meanwhile
+                        # Slower than any dimse_timeout: hold our C-STORE-RSP
+                        # until the SCP gives up and aborts.
+                        await assoc.wait_closed()
 
 
 async def test_consumer_cancelled_inside_on_instance_is_drained(env: Env) -> None:
@@ -891,7 +895,7 @@ async def test_consumer_cancelled_inside_on_instance_is_drained(env: Env) -> Non
 
     async def on_instance(inst: ReceivedInstance) -> None:
         if inst.sop_instance_uid == recs[1].sop_instance_uid:
-            await asyncio.sleep(30)  # interrupted by the timeout below
+            await asyncio.Event().wait()  # never set: interrupted by the timeout below
 
     async with client(env.port) as assoc:
         with pytest.raises(TimeoutError):
