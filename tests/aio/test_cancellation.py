@@ -26,6 +26,7 @@ from aiodicom.dimse.fragments import Message
 from aiodicom.dimse.status import Category
 from aiodicom.services.find import settle
 from aiodicom.services.get import GetResult, ReceivedInstance
+from tests._sync import tasks_settle, wait_until
 
 VERIFICATION = "1.2.840.10008.1.1"
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -40,11 +41,9 @@ async def no_leaks(caplog: pytest.LogCaptureFixture) -> AsyncIterator[None]:
     caplog.set_level(logging.WARNING, logger="asyncio")
     before = asyncio.all_tasks()
     yield
-    async with asyncio.timeout(DEADLINE):
-        while asyncio.all_tasks() - before:
-            await asyncio.sleep(0.001)
+    await tasks_settle(before, DEADLINE)  # waits on the tasks themselves
     gc.collect()
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one loop pass: run any callback the collection scheduled
     assert asyncio.all_tasks() == before
     errors = [r for r in caplog.records if r.name == "asyncio" and r.levelno >= logging.ERROR]
     assert not errors, [r.getMessage() for r in errors]
@@ -227,9 +226,8 @@ async def anext_then_wait(results: aiodicom.FindResults) -> None:
 
 
 async def slow_first(results: aiodicom.FindResults) -> None:
-    async with asyncio.timeout(DEADLINE):
-        while results.matches < 1:
-            await asyncio.sleep(0.001)
+    # no event for the consumer task having taken a match: poll, with a deadline
+    await wait_until(lambda: results.matches >= 1, DEADLINE, "the first C-FIND match reached the consumer")
 
 
 # ------------------------------------------------------------------- C-GET
