@@ -60,6 +60,7 @@ from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
 from pydicom.tag import BaseTag
 
+from aiodicom.archive._fastrecord import HEADER_WINDOW, fast_record
 from aiodicom.archive.index import AsyncIndex, InstanceRecord, InvalidInstanceError, record_from_dataset
 from aiodicom.archive.matching import ATTRIBUTES, SEQUENCES
 from aiodicom.dataset import Buffer, DatasetDecodeError, EncodedDataset, transfer_syntax_encoding
@@ -234,6 +235,33 @@ def read_header(info: Part10Info) -> Dataset:
     with open(info.path, "rb") as fp:
         fp.seek(info.dataset_offset)
         return _read_header_fp(fp, info.transfer_syntax)
+
+
+def record_from_fragments(fragments: Iterable[Buffer], transfer_syntax: str) -> InstanceRecord:
+    """The index record of an encoded data set: the fast reader, else pydicom."""
+    frags = list(fragments)
+    window = bytearray()
+    total = 0
+    for f in frags:
+        view = memoryview(f).cast("B")
+        total += view.nbytes
+        if len(window) < HEADER_WINDOW:
+            window += view[: HEADER_WINDOW - len(window)]
+    record = fast_record(window, transfer_syntax, complete=total <= HEADER_WINDOW)
+    if record is None:
+        record = record_from_dataset(read_header_from_fragments(frags, transfer_syntax))
+    return record
+
+
+def record_from_file(info: Part10Info) -> InstanceRecord:
+    """The index record of the Part 10 file described by *info*: the fast reader, else pydicom."""
+    with open(info.path, "rb") as fp:
+        fp.seek(info.dataset_offset)
+        window = fp.read(HEADER_WINDOW)
+    record = fast_record(window, info.transfer_syntax, complete=info.dataset_length <= HEADER_WINDOW)
+    if record is None:
+        record = record_from_dataset(read_header(info))
+    return record
 
 
 # ---------------------------------------------------------------------------
@@ -529,13 +557,14 @@ class Storage:
                 raise ValueError(
                     f"{source} is encoded in {info.transfer_syntax}, not {transfer_syntax}"
                 )
-            header = attrs if attrs is not None else read_header(info)
-            record = record_from_dataset(header)
+            record = record_from_dataset(attrs) if attrs is not None else record_from_file(info)
             self._check_record(record, sop_class_uid, sop_instance_uid)
             fragments: Iterable[Buffer] = iter_part10_dataset_chunks(info)
         else:
-            header = attrs if attrs is not None else read_header_from_fragments(source, transfer_syntax)
-            record = record_from_dataset(header)
+            if attrs is not None:
+                record = record_from_dataset(attrs)
+            else:
+                record = record_from_fragments(source, transfer_syntax)
             self._check_record(record, sop_class_uid, sop_instance_uid)
             fragments = source
         self._ensure_dir(path.parent)
@@ -560,7 +589,7 @@ class Storage:
                 f"{path}: File Meta names SOP Instance {info.sop_instance_uid}, "
                 f"the path {expected_uid}"
             )
-        record = record_from_dataset(read_header(info))
+        record = record_from_file(info)
         self._check_record(record, info.sop_class_uid, info.sop_instance_uid)
         return record, info.transfer_syntax, st.st_size, st.st_mtime_ns
 
