@@ -11,6 +11,7 @@ from pydicom.dataset import Dataset
 import aiodicom
 from aiodicom.dimse.commands import C_ECHO_RQ
 from aiodicom.services.echo import handle_echo
+from tests._sync import wait_until
 
 VERIFICATION = "1.2.840.10008.1.1"
 DEADLINE = 10.0
@@ -79,11 +80,14 @@ async def test_limit_and_fifo_fairness(server: aiodicom.Server) -> None:
 
     server._association_opened = opened  # type: ignore[method-assign]
     order: list[int] = []
+    two_leased = asyncio.Event()
     async with make_pool(server, max_associations=2) as pool:
 
         async def worker(i: int) -> None:
             async with pool.acquire() as assoc:
                 order.append(i)
+                if len(order) == 2:
+                    two_leased.set()
                 await gate.wait()
                 await assoc.echo()
 
@@ -91,12 +95,9 @@ async def test_limit_and_fifo_fairness(server: aiodicom.Server) -> None:
         for i in range(10):
             tasks.append(asyncio.create_task(worker(i)))
             # each request is registered (queued or opening) before the next
-            async with asyncio.timeout(DEADLINE):
-                while pool.size + pool.waiting < i + 1:
-                    await asyncio.sleep(0)
+            await wait_until(lambda: pool.size + pool.waiting >= i + 1, DEADLINE, f"request {i} registered")
         async with asyncio.timeout(DEADLINE):
-            while len(order) < 2:
-                await asyncio.sleep(0.001)
+            await two_leased.wait()
         assert pool.size == 2 and pool.waiting == 8
         gate.set()
         async with asyncio.timeout(DEADLINE):
@@ -190,9 +191,7 @@ async def test_close_fails_waiters(server: aiodicom.Server) -> None:
     lease = pool.acquire()
     held = await lease.__aenter__()
     waiters = [asyncio.create_task(pool.echo()) for _ in range(3)]
-    async with asyncio.timeout(DEADLINE):
-        while pool.waiting < 3:
-            await asyncio.sleep(0)
+    await wait_until(lambda: pool.waiting >= 3, DEADLINE, "three waiters queued")
     closing = asyncio.create_task(pool.close())
     results = await asyncio.gather(*waiters, return_exceptions=True)
     assert all(isinstance(r, aiodicom.PoolClosed) for r in results), results
@@ -210,8 +209,7 @@ async def test_cancelled_waiter_leaves_queue(server: aiodicom.Server) -> None:
     async with make_pool(server, max_associations=1) as pool:
         async with pool.acquire() as assoc:
             t = asyncio.create_task(pool.echo())
-            while pool.waiting < 1:
-                await asyncio.sleep(0)
+            await wait_until(lambda: pool.waiting >= 1, DEADLINE, "the waiter queued")
             t.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await t
