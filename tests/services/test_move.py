@@ -12,6 +12,7 @@ from pydicom import dcmwrite
 from pydicom.dataset import Dataset, FileMetaDataset
 
 import aiodicom
+from aiodicom import events
 from aiodicom.services.move import (
     MoveInstance,
     MoveProgress,
@@ -171,17 +172,24 @@ async def test_destination_refusing_is_a702(moving: dict[str, Any], port: int) -
 async def test_cancel_between_sub_operations(moving: dict[str, Any]) -> None:
     gate = asyncio.Event()
     dest = Destination(gate=gate)
+
+    def on_message(ev: events.Event) -> None:
+        # the C-MOVE SCP has the C-CANCEL-RQ: let the held sub-operation finish
+        if ev.data["command"] == "C-CANCEL-RQ" and ev.assoc is not None and not ev.assoc.requestor:
+            gate.set()
+
+    unsubscribe = events.subscribe(on_message, kinds={events.MESSAGE_RECEIVED})
     await dest.server.start("127.0.0.1", 0)
     moving["peers"]["DEST"] = ("127.0.0.1", dest.server.port)
     try:
         async with scu(moving) as assoc:
             gate.set()
-            async with assoc.move(ident(), "DEST", "study") as op:
-                async for item in op:
-                    assert isinstance(item, MoveProgress)
-                    gate.clear()  # hold the next sub-operation until the cancel is in
-                    asyncio.get_running_loop().call_later(0.05, gate.set)
-                    break
+            async with asyncio.timeout(10):  # the gate opens only once the C-CANCEL-RQ is in
+                async with assoc.move(ident(), "DEST", "study") as op:
+                    async for item in op:
+                        assert isinstance(item, MoveProgress)
+                        gate.clear()  # hold the next sub-operation until the cancel is in
+                        break
             result = op.result
             assert result is not None and result.cancelled
             assert result.status == 0xFE00
@@ -192,6 +200,7 @@ async def test_cancel_between_sub_operations(moving: dict[str, Any]) -> None:
             result = await assoc.move(ident(), "DEST", "study").wait()
             assert result.status == 0
     finally:
+        unsubscribe()
         await dest.server.close(timeout=1.0)
 
 
