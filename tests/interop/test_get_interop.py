@@ -435,7 +435,7 @@ AETable END
     )
     try:
         async with asyncio.timeout(20):
-            while True:
+            while True:  # readiness of another process: poll with a real connection, deadline above
                 try:
                     _, writer = await asyncio.open_connection("127.0.0.1", port)
                     writer.close()

@@ -443,7 +443,10 @@ async def test_our_find_and_cancel_against_pynetdicom_scp() -> None:
             ds.PatientID = pid
             ds.PatientName = name
             yield 0xFF00, ds
-            if q.PatientID == "wait":  # poll pynetdicom's cancel flag until it is set
+            if q.PatientID == "wait":
+                # pynetdicom's cancel flag has no event (and this runs in its
+                # thread): poll it with a deadline; a timeout shows up below
+                # as a final status other than FE00.
                 deadline = time.monotonic() + DEADLINE
                 while not cancelled and time.monotonic() < deadline:
                     cancelled = event.is_cancelled
