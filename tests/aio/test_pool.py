@@ -95,7 +95,7 @@ async def test_limit_and_fifo_fairness(server: aiodicom.Server) -> None:
         for i in range(10):
             tasks.append(asyncio.create_task(worker(i)))
             # each request is registered (queued or opening) before the next
-            await wait_until(lambda: pool.size + pool.waiting >= i + 1, DEADLINE, f"request {i} registered")
+            await wait_until(lambda n=i + 1: pool.size + pool.waiting >= n, DEADLINE, f"request {i} registered")
         async with asyncio.timeout(DEADLINE):
             await two_leased.wait()
         assert pool.size == 2 and pool.waiting == 8

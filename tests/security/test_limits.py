@@ -231,7 +231,7 @@ async def test_slow_reader_stops_server_reading(make_server) -> None:  # type: i
             sent += len(data)
             # no event for either: the server read the batch, or stopped reading
             await wait_until(
-                lambda: srv_assoc.bytes_received >= sent or not transport.is_reading(),
+                lambda sent=sent: srv_assoc.bytes_received >= sent or not transport.is_reading(),
                 DEADLINE, f"server read batch {batch} or paused reading",
             )
             if not transport.is_reading():
