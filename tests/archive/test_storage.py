@@ -423,6 +423,8 @@ async def test_crash_consistency_sigkill_mid_store(tmp_path: Path) -> None:
                 if not line:
                     pytest.fail(f"child exited early: {proc.stderr.read()}")
                 this_round.append(line.strip())
+            # Deliberate (not synchronisation): vary where in its store the
+            # child is when the SIGKILL lands.
             await asyncio.sleep(delay)
         finally:
             os.kill(proc.pid, signal.SIGKILL)
