@@ -27,7 +27,7 @@ import os
 import secrets
 import struct
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -488,17 +488,27 @@ class Part10Writer:
         *,
         source_ae: str | None = None,
         fsync: bool = True,
+        temp_dir: StrPath | None = None,
+        prepare_dir: Callable[[Path], None] | None = None,
     ) -> None:
-        """Create the temporary file and write preamble and File Meta."""
+        """Create the temporary file and write preamble and File Meta.
+
+        ``temp_dir`` (on the same file system as *path*) holds the temporary
+        file instead of the final directory; ``prepare_dir`` is then called
+        with the final directory in :meth:`commit`, before the rename (e.g.
+        to create it), so that creating directories stays off the caller's
+        thread until the commit.
+        """
         self.path = Path(path)
         self._fsync = fsync
+        self._prepare_dir = prepare_dir
         self._file: BinaryIO | None = None
         self._done = False
         self.bytes_written = 0
         meta = build_file_meta(
             sop_class_uid, sop_instance_uid, transfer_syntax, source_ae=source_ae
         )
-        directory = self.path.parent
+        directory = Path(temp_dir) if temp_dir is not None else self.path.parent
         self.temp_path, self._file = _create_temp(directory, self.path.name)
         try:
             self._file.write(bytes(PREAMBLE_LENGTH))
@@ -544,6 +554,8 @@ class Part10Writer:
                 os.fsync(self._file.fileno())
             self._file.close()
             self._file = None
+            if self._prepare_dir is not None:
+                self._prepare_dir(self.path.parent)
             os.replace(self.temp_path, self.path)
         except BaseException:
             self.abort()

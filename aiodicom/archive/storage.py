@@ -89,6 +89,9 @@ __all__ = [
 INDEX_NAME: Final = "index.sqlite3"
 #: Name of the directory holding the instance files.
 DATA_DIR: Final = "instances"
+#: Under DATA_DIR: where streamed instances are written before their commit
+#: (hidden; recovery removes temporary files left there).
+STAGING_DIR: Final = ".incoming"
 
 _REL_PATH_RE: Final = re.compile(
     DATA_DIR + r"/(?P<h1>[0-9a-f]{2})/(?P<h2>[0-9a-f]{2})/(?P<uid>[0-9.]{1,64})\.dcm"
@@ -318,6 +321,7 @@ class Storage:
         #: set by :meth:`share_between_processes`: lock files for same-UID writes
         self._lock_dir: Path | None = None
         self._known_dirs: set[Path] = set()
+        self._staging_ready = False
         self._tasks: set[asyncio.Task[StoreResult]] = set()
 
     def share_between_processes(self) -> None:
@@ -436,10 +440,17 @@ class Storage:
 
         Write the data set into it, :meth:`~aiodicom.part10.Part10Writer.commit`
         it, then call :meth:`index_committed` -- only then is the instance
-        stored.  (Blocking: creates directories and the temporary file.)
+        stored.  (Blocking, briefly: creates the temporary file; directories are made at commit.)
         """
         path = self.path_for(sop_instance_uid)
-        self._ensure_dir(path.parent)
+        staging = self.data_dir / STAGING_DIR
+        if not self._staging_ready:
+            staging.mkdir(parents=True, exist_ok=True)
+            self._staging_ready = True
+        # The temporary file goes to one staging directory (same file system,
+        # so the commit's rename stays atomic) and the instance's directory is
+        # created at commit time, in the committing thread: no mkdir or
+        # directory fsync on the event loop for each new instance.
         return Part10Writer(
             path,
             sop_class_uid,
@@ -447,6 +458,8 @@ class Storage:
             transfer_syntax,
             source_ae=(source_ae or "").strip() or None,
             fsync=self.fsync,
+            temp_dir=staging,
+            prepare_dir=self._ensure_dir,
         )
 
     # -- storing -------------------------------------------------------------------
