@@ -842,3 +842,33 @@ def test_nowait_read_rejects_non_part10_like_the_normal_reader(tmp_path: Path) -
     except InvalidPart10Error:
         return
     assert result is None  # file system without RWF_NOWAIT
+
+
+def test_writer_with_staging_dir_creates_the_final_directory_at_commit(tmp_path: Path) -> None:
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    final = tmp_path / "a" / "b" / "x.dcm"
+    prepared: list[Path] = []
+
+    def prepare(directory: Path) -> None:
+        prepared.append(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+
+    w = Part10Writer(final, CT_CLASS, INSTANCE, "1.2.840.10008.1.2.1", temp_dir=staging, prepare_dir=prepare,
+                     fsync=False)
+    assert w.temp_path.parent == staging and not final.parent.exists()
+    w.write(b"\x08\x00\x16\x00UI\x00\x00")
+    w.commit()
+    assert prepared == [final.parent]
+    assert final.is_file() and list(staging.iterdir()) == []
+    assert read_part10_info(final).sop_instance_uid == INSTANCE
+
+
+def test_writer_with_staging_dir_abort_leaves_nothing(tmp_path: Path) -> None:
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    final = tmp_path / "a" / "x.dcm"
+    w = Part10Writer(final, CT_CLASS, INSTANCE, "1.2.840.10008.1.2.1", temp_dir=staging,
+                     prepare_dir=lambda d: d.mkdir(parents=True, exist_ok=True), fsync=False)
+    w.abort()
+    assert list(staging.iterdir()) == [] and not final.parent.exists()
