@@ -33,6 +33,9 @@ pytestmark = pytest.mark.soak
 VERIFICATION = "1.2.840.10008.1.1"
 CT = "1.2.840.10008.5.1.4.1.1.2"
 OPERATIONS = 1000  # per event loop implementation
+#: ``AIODICOM_SOAK_SECONDS=180 pytest -m soak`` runs by duration instead (a
+#: few minutes of load; the operation count then only sets the minimum).
+SOAK_SECONDS = float(os.environ.get("AIODICOM_SOAK_SECONDS", "0") or 0)
 WORKERS = 8
 SEED = 20240601
 RSS_BOUND = 50 * 1024 * 1024
@@ -95,6 +98,15 @@ async def test_soak(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     server = aiodicom.Server("SOAK", max_associations=64, artim_timeout=2.0)
     serve_store(server, store_to_directory(tmp_path / "in", fsync=False))
     serve_find(server, find_handler, models=("patient",))
+    get_items = [make_instance(10_000 + n) for n in range(3)]
+
+    async def get_handler(req: aiodicom.GetRequest) -> AsyncIterator[Dataset]:
+        for ds in get_items:
+            yield ds
+
+    aiodicom.serve_get(server, get_handler, models=("patient",), storage_classes=[CT], strict=False)
+    # C-GET runs on associations of its own (CT proposed with the SCP role)
+    get_contexts, get_roles = aiodicom.get_contexts([CT], models=["patient"], extra=[VERIFICATION])
     await server.start("127.0.0.1", 0)
     port = server.port
 
@@ -112,9 +124,12 @@ async def test_soak(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     counts: Counter[str] = Counter()
     errors: list[BaseException] = []
 
+    loop = asyncio.get_running_loop()
+    until = loop.time() + SOAK_SECONDS
+
     def take() -> bool:
         nonlocal budget
-        if budget <= 0:
+        if budget <= 0 and loop.time() >= until:
             return False
         budget -= 1
         return True
@@ -127,6 +142,32 @@ async def test_soak(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
         await writer.wait_closed()
         counts["raw-drop"] += 1
 
+    async def retrieve() -> None:
+        """One C-GET on an association of its own; sometimes left after the first instance."""
+        q = Dataset()
+        q.QueryRetrieveLevel = "PATIENT"
+        q.PatientID = "P1"
+        async with aiodicom.associate(
+            "127.0.0.1", port, contexts=get_contexts, roles=get_roles, dimse_timeout=10
+        ) as gassoc:
+            if rng.random() < 0.2:
+                # injected: leave the retrieve after the first instance (C-CANCEL)
+                async with gassoc.get(q, "patient") as op:
+                    async for item in op:
+                        if isinstance(item, aiodicom.ReceivedInstance):
+                            break
+                counts["get-cancel"] += 1
+                assert await gassoc.echo() == 0  # still usable
+                return
+            result = None
+            received = 0
+            async for item in gassoc.get(q, "patient"):
+                if isinstance(item, aiodicom.ReceivedInstance):
+                    received += 1
+                elif isinstance(item, aiodicom.GetResult):
+                    result = item
+            assert result is not None and result.status == 0 and received == 3, result
+
     async def session(wid: int) -> None:
         assoc = await aiodicom.associate(
             "127.0.0.1", port, calling_ae=f"W{wid}", contexts=[VERIFICATION, CT, PATIENT_FIND], dimse_timeout=10
@@ -135,15 +176,17 @@ async def test_soak(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
             for _ in range(rng.randint(1, 8)):
                 if not take():
                     break
-                kind = rng.choice(("echo", "store", "store", "find"))
+                kind = rng.choice(("echo", "store", "store", "find", "get"))
                 if kind == "echo":
                     assert await assoc.echo() == 0
                 elif kind == "store":
                     template.SOPInstanceUID = f"1.2.826.0.1.3680043.10.999.{rng.randrange(10**9)}"
                     assert (await assoc.store(template)).is_success
-                else:
+                elif kind == "find":
                     found = [i async for _s, i in assoc.find(Dataset(), "patient") if i is not None]
                     assert len(found) == 3
+                else:
+                    await retrieve()
                 counts[kind] += 1
             if rng.random() < 0.25:
                 assoc.abort()  # injected: abort instead of release
@@ -156,7 +199,7 @@ async def test_soak(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
             raise
 
     async def worker(wid: int) -> None:
-        while budget > 0:
+        while budget > 0 or loop.time() < until:
             try:
                 r = rng.random()
                 if r < 0.1:
@@ -179,11 +222,12 @@ async def test_soak(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
                 errors.append(exc)
                 return
 
-    async with asyncio.timeout(60):
+    async with asyncio.timeout(60 + SOAK_SECONDS * 1.5):
         await asyncio.gather(*(worker(w) for w in range(WORKERS)))
     assert not errors, errors
-    assert sum(counts[k] for k in ("echo", "store", "find", "store-abort")) == OPERATIONS, counts
-    assert counts["abort"] and counts["raw-drop"] and counts["store"] and counts["find"], counts
+    done = sum(counts[k] for k in ("echo", "store", "find", "get", "store-abort"))
+    assert done == OPERATIONS - budget and done >= OPERATIONS, counts
+    assert counts["abort"] and counts["raw-drop"] and counts["store"] and counts["find"] and counts["get"], counts
 
     await wait_no_associations(server, 10)
     assert server.total_associations > 50
