@@ -19,7 +19,7 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-from .index import InstanceRecord, InvalidInstanceError, _COLUMNS
+from .index import _COLUMNS, InstanceRecord, record_from_rows
 from .matching import ATTRIBUTES, SEQUENCES, Attr, normalize_value
 
 __all__ = ["fast_record", "HEADER_WINDOW"]
@@ -231,14 +231,4 @@ def fast_record(data: bytes | bytearray | memoryview, transfer_syntax: str, comp
                 rows[seq.entity][a.column] = _text(sub, a, encoding) if sub is not None else None
     except (_Decline, struct.error):
         return None
-    rows["patient"]["patient_id"] = rows["patient"].get("patient_id") or ""
-    rows["patient"]["issuer"] = rows["patient"].get("issuer") or ""
-    for entity, col, name in (
-        ("study", "study_uid", "StudyInstanceUID"),
-        ("series", "series_uid", "SeriesInstanceUID"),
-        ("instance", "sop_instance_uid", "SOPInstanceUID"),
-        ("instance", "sop_class_uid", "SOPClassUID"),
-    ):
-        if not rows[entity].get(col):
-            raise InvalidInstanceError(f"data set has no {name}; it cannot be indexed")
-    return InstanceRecord(rows["patient"], rows["study"], rows["series"], rows["instance"])
+    return record_from_rows(rows)

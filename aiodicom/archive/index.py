@@ -290,6 +290,12 @@ def record_from_dataset(ds: Dataset) -> InstanceRecord:
         for a in seq.items:
             assert a.column is not None
             rows[seq.entity][a.column] = _value_text(item, a) if item is not None else None
+    return record_from_rows(rows)
+
+
+def record_from_rows(rows: dict[str, dict[str, str | None]]) -> InstanceRecord:
+    """The record of extracted column values; raises :class:`InvalidInstanceError`
+    if StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID or SOPClassUID is missing."""
     rows["patient"]["patient_id"] = rows["patient"].get("patient_id") or ""
     rows["patient"]["issuer"] = rows["patient"].get("issuer") or ""
     for entity, col, name in (

@@ -39,6 +39,7 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 
 import aiodicom
+from tests import _sync
 from aiodicom.aio.association import Association
 from aiodicom.aio.errors import AssociationAborted
 from aiodicom.archive.server import ArchiveServer, create_archive_server
@@ -130,17 +131,7 @@ async def closed(assoc: Association) -> None:
 
 async def tasks_settle(baseline: set[asyncio.Task[Any]]) -> None:
     """Every task started since ``baseline`` finishes (none leaks)."""
-    me = asyncio.current_task()
-    loop = asyncio.get_running_loop()
-    end = loop.time() + DEADLINE
-    while True:
-        extra = {t for t in asyncio.all_tasks() if t not in baseline and t is not me}
-        if not extra:
-            return
-        remaining = end - loop.time()
-        if remaining <= 0:
-            raise AssertionError(f"tasks still running: {extra}")
-        await asyncio.wait(extra, timeout=remaining)
+    await _sync.tasks_settle(baseline, DEADLINE)
 
 
 def server_association(server: aiodicom.Server) -> Association:
