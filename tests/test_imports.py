@@ -118,8 +118,7 @@ def test_core_does_not_import_asyncio() -> None:
 def test_the_stub_probe_can_fail() -> None:
     # Guard against a check that cannot fail: the same probe, pointed at the
     # asyncio glue (aiodicom.aio), does see asyncio.
-    if not (PACKAGE / "aio" / "__init__.py").exists():
-        pytest.skip("no aiodicom.aio package yet")
+    assert (PACKAGE / "aio" / "__init__.py").exists()
     code = f"PACKAGE_DIR = {str(PACKAGE)!r}\nCORE = ['aio']\nFORBIDDEN = ['asyncio']\n" + CORE_ONLY
     result = run_python(code)
     assert "asyncio" in result["forbidden"]
