@@ -59,10 +59,23 @@ def run_aiodicom(args: argparse.Namespace) -> int:
         srv = Server("BENCHSCP", max_associations=4096)
         if args.mode == "store":
 
-            async def discard(req: object) -> int:
-                return 0
+            class Discard:
+                """Like storescp --ignore: read every byte, keep none (a sink that drops fragments)."""
 
-            serve_store(srv, discard, sop_classes=[CT])
+                def write(self, data: memoryview) -> None:
+                    pass
+
+                def close(self) -> None:
+                    return None
+
+            class DiscardHandler:
+                def dataset_sink(self, assoc: object, context_id: int, command: object) -> Discard:
+                    return Discard()
+
+                async def __call__(self, req: object) -> int:
+                    return 0
+
+            serve_store(srv, DiscardHandler(), sop_classes=[CT])
         elif args.mode == "store-disk":
             serve_store(srv, store_to_directory(args.dir, fsync=False), sop_classes=[CT])
         elif args.mode == "find":

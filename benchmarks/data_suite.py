@@ -403,6 +403,8 @@ def format_data_report(report: dict[str, Any]) -> str:
         "aiodicom store_to_directory runs with fsync=False (storescp does not fsync).  DCMTK runs with",
         "  TCP_NODELAY=1; storescp with --fork so that 16 associations are served concurrently.",
         "pynetdicom SCPs: loggers silenced, TCP_NODELAY set on accepted sockets (it has no option for it).",
+        "aiodicom 'discard': a C-STORE data set sink that drops each fragment as it arrives (what storescp",
+        "  --ignore does); pynetdicom 'discard' returns 0x0000 from its handler after buffering.",
     ]
     la = meta["loadavg_start"][0]
     if la > 0.5:
