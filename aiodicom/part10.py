@@ -268,7 +268,9 @@ def read_part10_dataset_nowait(path: StrPath) -> tuple[Part10Info, EncodedDatase
     platform or file system lacks ``RWF_NOWAIT``: the caller then reads it in
     a worker thread.  An event loop can call this directly and skip the
     thread hop for hot files.  The data set is a memoryview of the one
-    buffer read (no second copy).
+    buffer read (no second copy).  Opening the file can still touch the disk
+    for its metadata (a cold directory entry or inode); that is the one wait
+    this cannot rule out.
     """
     flag = getattr(os, "RWF_NOWAIT", None)
     if flag is None:

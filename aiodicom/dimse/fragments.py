@@ -340,7 +340,9 @@ class _FileSpool:
     ``close()`` maps the file read-only and returns it as the message's one
     data set buffer (pages are file-backed, so the kernel can drop them).
     A write error (disk full) raises ``OSError``, which aborts the
-    association like any other failure to take a message.
+    association like any other failure to take a message.  Writes go to the
+    page cache from the caller's thread (the event loop); this path only
+    serves data sets that no service streams and that exceed the limit.
     """
 
     __slots__ = ("_file", "_size")
