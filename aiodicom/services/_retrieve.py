@@ -31,6 +31,7 @@ from ..dataset import DatasetDecodeError, decode_identifier, encode_identifier
 from ..dimse.commands import PRIORITY_MEDIUM, Command, response_to
 from ..dimse.fragments import Message
 from ..dimse.status import Category, Status, category
+from ._request import RequestInfo
 from ..uids import (
     CompositeInstanceRetrieveWithoutBulkDataGet,
     CompositeInstanceRootRetrieveGet,
@@ -406,7 +407,7 @@ async def accept_request(
 
 
 @dataclass
-class RetrieveRequest:
+class RetrieveRequest(RequestInfo):
     """A validated retrieve request, as a handler sees it."""
 
     assoc: Association
@@ -418,21 +419,6 @@ class RetrieveRequest:
     level: str
     #: Unique key values by level (``{"PATIENT": [...], "STUDY": [...]}``).
     keys: dict[str, list[str]]
-
-    @property
-    def message_id(self) -> int:
-        """MessageID of the request."""
-        return self.message.command.message_id or 0
-
-    @property
-    def priority(self) -> int:
-        """Priority of the request."""
-        return self.message.command.priority or PRIORITY_MEDIUM
-
-    @property
-    def calling_ae(self) -> str:
-        """The requestor's AE title (for C-MOVE, the move originator)."""
-        return self.assoc.calling_ae.strip()
 
     @property
     def patient_id(self) -> str | None:

@@ -54,6 +54,7 @@ from ..uids import (
     PatientStudyOnlyQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelFind,
 )
+from ._request import RequestInfo
 from .store import HANDLER_FAILED, ServiceError
 
 if TYPE_CHECKING:
@@ -359,7 +360,7 @@ def _cancel_set(assoc: Association) -> _CancelSet:
     return cs
 
 
-class FindRequest:
+class FindRequest(RequestInfo):
     """One received C-FIND-RQ, as handed to a find handler."""
 
     __slots__ = ("assoc", "message", "context_id", "transfer_syntax", "_identifier")
@@ -372,39 +373,9 @@ class FindRequest:
         self._identifier: Dataset | None = None
 
     @property
-    def command(self) -> Command:
-        """The C-FIND-RQ command set."""
-        return self.message.command
-
-    @property
     def model(self) -> str:
         """The information model: the request's Affected SOP Class UID."""
         return self.message.command.affected_sop_class_uid or ""
-
-    @property
-    def message_id(self) -> int:
-        """The request's MessageID."""
-        return self.message.command.message_id or 0
-
-    @property
-    def priority(self) -> int:
-        """0 medium, 1 high, 2 low."""
-        return self.message.command.priority or 0
-
-    @property
-    def calling_ae(self) -> str:
-        """The requestor's AE title."""
-        return self.assoc.calling_ae.strip()
-
-    @property
-    def called_ae(self) -> str:
-        """The AE title the requestor called."""
-        return self.assoc.called_ae.strip()
-
-    @property
-    def peer_address(self) -> tuple[str, int] | None:
-        """The peer's (host, port)."""
-        return self.assoc.peer_address
 
     @property
     def encoded(self) -> EncodedDataset:

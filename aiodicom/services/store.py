@@ -68,6 +68,7 @@ from ..uids import (
     ImplicitVRLittleEndian,
 )
 from ..ul.negotiation import AcceptedContext
+from ._request import RequestInfo
 
 if TYPE_CHECKING:
     from ..aio.association import Association
@@ -443,7 +444,7 @@ class _EncodedPayload:
         return self.encoded.decode()
 
 
-class StoreRequest(_EncodedPayload):
+class StoreRequest(RequestInfo, _EncodedPayload):
     """One received C-STORE-RQ, as handed to a storage handler.
 
     The data set stays encoded until :attr:`dataset` is read (decoded with
@@ -464,11 +465,6 @@ class StoreRequest(_EncodedPayload):
         self._spool = spool if isinstance(spool, _Spool) else None
 
     @property
-    def command(self) -> Command:
-        """The C-STORE-RQ command set."""
-        return self.message.command
-
-    @property
     def sop_class_uid(self) -> str:
         """Affected SOP Class UID."""
         return self.message.command.affected_sop_class_uid or ""
@@ -479,37 +475,12 @@ class StoreRequest(_EncodedPayload):
         return self.message.command.affected_sop_instance_uid or ""
 
     @property
-    def message_id(self) -> int:
-        """The request's MessageID."""
-        return self.message.command.message_id or 0
-
-    @property
-    def priority(self) -> int:
-        """0 medium, 1 high, 2 low."""
-        return self.message.command.priority or 0
-
-    @property
     def move_originator(self) -> tuple[str, int] | None:
         """``(AE title, message ID)`` when sent as a C-MOVE sub-operation."""
         c = self.message.command
         if c.move_originator_aet is None:
             return None
         return c.move_originator_aet, c.move_originator_message_id or 0
-
-    @property
-    def calling_ae(self) -> str:
-        """The requestor's AE title."""
-        return self.assoc.calling_ae.strip()
-
-    @property
-    def called_ae(self) -> str:
-        """The AE title the requestor called."""
-        return self.assoc.called_ae.strip()
-
-    @property
-    def peer_address(self) -> tuple[str, int] | None:
-        """The peer's (host, port)."""
-        return self.assoc.peer_address
 
     @property
     def spooled_path(self) -> Path | None:
