@@ -84,7 +84,7 @@ class _Operation:
             w.set_result(None)
 
 
-class Association(asyncio.Protocol):
+class Association(asyncio.BufferedProtocol):
     """An association with a peer, on either side.
 
     SCU operations (:meth:`echo`, :meth:`store`, :meth:`find`, :meth:`get`,
@@ -201,6 +201,18 @@ class Association(asyncio.Protocol):
         now = self._loop.time()
         self._last_activity = now
         self.conn.receive_data(data, now)
+        self._pump()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        """asyncio callback (buffered reads): where the next received bytes go."""
+        return self.conn.get_buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """asyncio callback (buffered reads): ``nbytes`` were read into the last buffer."""
+        self.bytes_received += nbytes
+        now = self._loop.time()
+        self._last_activity = now
+        self.conn.buffer_updated(nbytes, now)
         self._pump()
 
     def eof_received(self) -> bool | None:

@@ -106,7 +106,7 @@ from ._retrieve import (
 from .store import _EncodedPayload
 
 if TYPE_CHECKING:
-    from ..aio.association import Association
+    from ..aio.association import Association, _Operation
     from ..aio.client import ContextSpec
     from ..aio.server import Server
 
@@ -1036,25 +1036,49 @@ async def _perform(req: GetRequest, handler: GetHandler) -> None:
             source = _Source(result)
         except Exception as exc:
             raise _HandlerError(exc) from exc
+        ahead: _Outgoing | None = None  # the next sub-operation, prepared early
+        at_end = False
         while True:
             if mid in assoc.cancelled_requests:
                 cancelled = True
                 break
-            item = await source.next()
-            if item is None:
-                break
-            if mid in assoc.cancelled_requests:
-                cancelled = True
-                break
-            try:
-                out = await _prepare(assoc, item)
-            except TypeError as exc:
-                raise _HandlerError(exc) from exc
+            if ahead is not None:
+                out, ahead = ahead, None
+            else:
+                if at_end:
+                    break
+                item = await source.next()
+                if item is None:
+                    break
+                if mid in assoc.cancelled_requests:
+                    cancelled = True
+                    break
+                out = await _prepare_item(assoc, item)
             if out.context is None or out.fragments is None:
                 log.warning("C-GET sub-operation for %s failed: %s", out.sop_instance_uid, out.error)
                 subops.fail(out.sop_instance_uid or None)
             else:
-                subops.count(await _store(assoc, out, req.priority), out.sop_instance_uid or None)
+                rsp_op, store_mid = await _send_store(assoc, out, req.priority)
+                late: _HandlerError | None = None
+                try:
+                    # While the peer receives this instance and answers, take
+                    # the next one from the handler and read it, so that the
+                    # reading is off the per-instance round trip.
+                    if mid not in assoc.cancelled_requests:
+                        try:
+                            item = await source.next()
+                            if item is None:
+                                at_end = True
+                            else:
+                                ahead = await _prepare_item(assoc, item)
+                        except _HandlerError as exc:
+                            late = exc  # reported after this sub-operation's response
+                    status = await _store_response(assoc, rsp_op, out)
+                finally:
+                    assoc.close_operation(store_mid)
+                subops.count(status, out.sop_instance_uid or None)
+                if late is not None:
+                    raise late
             remaining = subops.remaining(source.total)
             if remaining != 0 and mid not in assoc.cancelled_requests:
                 await assoc.send(ctx_id, subops.pending(msg.command, remaining))
@@ -1073,18 +1097,40 @@ async def _perform(req: GetRequest, handler: GetHandler) -> None:
     await subops.send_final(assoc, msg, final_status, remaining=subops.remaining(total), comment=comment)
 
 
-async def _store(assoc: Association, out: _Outgoing, priority: int) -> int:
-    """Send one C-STORE sub-operation and return the response status."""
+async def _prepare_item(assoc: Association, item: object) -> _Outgoing:
+    try:
+        return await _prepare(assoc, item)
+    except TypeError as exc:
+        raise _HandlerError(exc) from exc
+
+
+async def _send_store(assoc: Association, out: _Outgoing, priority: int) -> tuple[_Operation, int]:
+    """Send one C-STORE sub-operation; returns the operation its response comes to.
+
+    The caller must :meth:`~Association.close_operation` the message ID.
+    """
     assert out.context is not None and out.fragments is not None
+    store_mid = assoc.next_message_id()
     cmd = Command(
         C_STORE_RQ,
-        message_id=assoc.next_message_id(),
+        message_id=store_mid,
         affected_sop_class_uid=out.sop_class_uid,
         affected_sop_instance_uid=out.sop_instance_uid,
         priority=priority if priority in (0, 1, 2) else PRIORITY_MEDIUM,
     )
+    op = assoc.open_operation(out.context.context_id, store_mid)
     try:
-        rsp = await assoc.send_request(out.context.context_id, cmd, out.fragments)
+        await assoc.send(out.context.context_id, cmd, out.fragments)
+    except BaseException:
+        assoc.close_operation(store_mid)
+        raise
+    return op, store_mid
+
+
+async def _store_response(assoc: Association, op: _Operation, out: _Outgoing) -> int:
+    """Wait for the C-STORE-RSP of a sub-operation and return its status."""
+    try:
+        rsp = await assoc.next_response(op)
     except DIMSETimeout:
         log.warning("C-GET: no C-STORE-RSP for %s; aborting the association", out.sop_instance_uid)
         assoc.abort()

@@ -221,8 +221,28 @@ class Connection:
         self._now = now
         if self.close_transport or self.closed:
             return
+        self._reader.feed(data)
+        self._process()
+
+    def get_buffer(self) -> memoryview:
+        """A writable buffer the transport should read the next bytes into.
+
+        The buffered alternative to :meth:`receive_data` (for
+        :class:`asyncio.BufferedProtocol`): large P-DATA-TF bodies are read
+        straight into place.  Follow it with :meth:`buffer_updated`.
+        """
+        return self._reader.get_buffer()
+
+    def buffer_updated(self, nbytes: int, now: float) -> None:
+        """``nbytes`` were read into the buffer from :meth:`get_buffer`."""
+        self._now = now
+        self._reader.buffer_updated(nbytes)
+        if self.close_transport or self.closed:
+            return
+        self._process()
+
+    def _process(self) -> None:
         reader = self._reader
-        reader.feed(data)
         while not self.close_transport:
             try:
                 item = reader.next_pdu()

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import functools
 import struct
+import sys
+import threading
 from dataclasses import dataclass, field
 from typing import Callable, Union
 
@@ -836,37 +838,147 @@ MAX_ASSOCIATE_PDU_LENGTH = 1 << 20
 _FIXED_LENGTH_PDUS = {A_ASSOCIATE_RJ: 4, A_RELEASE_RQ: 4, A_RELEASE_RP: 4, A_ABORT: 4}
 
 
+# Buffered receive (PDUReader.get_buffer / buffer_updated): a P-DATA-TF
+# body at least this long is read by the transport straight into its own
+# buffer, with no copy in user space; longer than _DIRECT_MAX it is
+# gathered from chunks as before (an announced length is not trusted with
+# an up-front allocation that large).
+_DIRECT_MIN = 16384
+_DIRECT_MAX = 4 << 20
+# Everything else is read into one scratch buffer per thread and copied
+# out at once: the transport fills it and calls buffer_updated() right
+# after, so one buffer serves every connection of an event loop.
+_SCRATCH_SIZE = 65536
+_scratch_local = threading.local()
+# After this many small PDUs in a row the reader stops expecting large ones.
+_SMALL_RUN = 8
+_getrefcount = getattr(sys, "getrefcount", None)
+
+
+def _scratch() -> memoryview:
+    try:
+        return _scratch_local.view  # type: ignore[no-any-return]
+    except AttributeError:
+        view = _scratch_local.view = memoryview(bytearray(_SCRATCH_SIZE))
+        return view
+
+
 class PDUReader:
     """Cuts whole PDUs out of a byte stream.
 
-    Received chunks are kept as they are; a PDU that lies within one chunk is
-    returned as a memoryview into it (no copy).  The header of a partially
-    received PDU is parsed once and cached.  Lengths are checked as soon as
-    the 6-byte header is in: an unknown PDU type, a P-DATA-TF longer than
-    ``max_pdata_length`` (our announced maximum; 0 = unlimited) or an
-    association PDU longer than 1 MiB raise ProtocolError before a single
-    byte of the body is awaited or stored.
+    Two ways in, which may be mixed:
+
+    * :meth:`feed` takes received chunks as they are; a PDU that lies within
+      one chunk is returned as a memoryview into it (no copy).
+    * :meth:`get_buffer` / :meth:`buffer_updated` (for
+      :class:`asyncio.BufferedProtocol`): the transport reads into a buffer
+      the reader hands out.  A large P-DATA-TF body is read straight into
+      a buffer of its own length, so its bytes are copied once, by the
+      kernel; while large PDUs are arriving, reads are sized to end at PDU
+      boundaries (a 6-byte header read, then the body) so that no body
+      lands in the scratch buffer to be copied again.
+
+    The header of a partially received PDU is parsed once and cached.
+    Lengths are checked as soon as the 6-byte header is in: an unknown PDU
+    type, a P-DATA-TF longer than ``max_pdata_length`` (our announced
+    maximum; 0 = unlimited) or an association PDU longer than 1 MiB raise
+    ProtocolError before a single byte of the body is awaited or stored.
     """
 
-    __slots__ = ("_chunks", "_offset", "_size", "_header", "max_pdata_length")
+    __slots__ = ("_chunks", "_offset", "_size", "_header", "max_pdata_length",
+                 "_body", "_body_pos", "_spare", "_into_body", "_large", "_small_run")
 
     def __init__(self, max_pdata_length: int = 0) -> None:
-        self._chunks: list[bytes] = []
+        self._chunks: list[bytes | memoryview] = []
         self._offset = 0  # read offset into self._chunks[0]
-        self._size = 0  # unread bytes in total
+        self._size = 0  # unread bytes in self._chunks
         self._header: tuple[int, int] | None = None
         self.max_pdata_length = max_pdata_length
+        self._body: bytearray | None = None  # the current PDU's body, read in place
+        self._body_pos = 0  # bytes of _body received
+        self._spare: bytearray | None = None  # the last body, reused once nothing refers to it
+        self._into_body = False  # whether the last get_buffer() was into _body
+        self._large = False  # large P-DATA-TF PDUs are arriving
+        self._small_run = 0
 
     @property
     def buffered(self) -> int:
         """Bytes received and not yet returned as a PDU."""
-        return self._size
+        return self._size + (self._body_pos if self._body is not None else 0)
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | memoryview) -> None:
         """Append received bytes."""
-        if data:
-            self._chunks.append(data)
-            self._size += len(data)
+        if not data:
+            return
+        body = self._body
+        if body is not None:
+            # a body is being read in place (buffered receive): fill it first
+            room = len(body) - self._body_pos
+            if room > 0:
+                k = min(room, len(data))
+                body[self._body_pos : self._body_pos + k] = memoryview(data)[:k]
+                self._body_pos += k
+                if k == len(data):
+                    return
+                data = memoryview(data)[k:]
+        self._chunks.append(data)
+        self._size += len(data)
+
+    def get_buffer(self) -> memoryview:
+        """A writable buffer for the next received bytes (never empty).
+
+        Call :meth:`buffer_updated` with the number of bytes written before
+        anything else touches the reader.
+        """
+        header = self._header
+        if header is not None and not self._chunks_hold_more(header[1]):
+            length = header[1]
+            body = self._body
+            if body is None and _DIRECT_MIN <= length <= _DIRECT_MAX and header[0] == P_DATA_TF:
+                body = self._new_body(length)
+            if body is not None and self._body_pos < length:
+                self._into_body = True
+                return memoryview(body)[self._body_pos :]
+            self._into_body = False
+            rest = length - self._size
+            if self._large and rest > 0:
+                # a small PDU among large ones: read exactly its end, so that
+                # the next large body is not read into the scratch buffer
+                return _scratch()[: min(rest, _SCRATCH_SIZE)]
+            return _scratch()
+        self._into_body = False
+        if self._large and header is None and self._size < 6:
+            return _scratch()[: 6 - self._size]  # the header alone
+        return _scratch()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """``nbytes`` were written into the buffer :meth:`get_buffer` returned."""
+        if self._into_body:
+            self._into_body = False
+            self._body_pos += nbytes
+        elif nbytes:
+            self.feed(bytes(_scratch()[:nbytes]))
+
+    def _chunks_hold_more(self, length: int) -> bool:
+        # Chunks already hold the whole body (processing was paused, e.g. in
+        # Sta3): anything read now belongs after it.
+        return self._body is None and self._size >= length
+
+    def _new_body(self, length: int) -> bytearray:
+        spare, self._spare = self._spare, None
+        # Reuse the last body if nothing refers to it any more (only the
+        # local name and getrefcount's argument): saves allocating and
+        # zeroing a buffer per PDU when the data went to a sink.
+        if spare is not None and len(spare) == length and _getrefcount is not None and _getrefcount(spare) <= 2:
+            body = spare
+        else:
+            body = bytearray(length)
+        n = self._size  # a prefix of this body, received into the scratch buffer
+        if n:
+            body[:n] = self._take(n)
+        self._body = body
+        self._body_pos = n
+        return body
 
     def _take(self, n: int) -> memoryview:
         """Remove and return the next ``n`` bytes (n <= self._size)."""
@@ -920,7 +1032,25 @@ class PDUReader:
             else:
                 raise ProtocolError(f"unrecognised PDU type 0x{pdu_type:02X}", reason=REASON_UNRECOGNIZED_PDU)
             header = self._header = (pdu_type, length)
-        if self._size < header[1]:
+        length = header[1]
+        body = self._body
+        if body is not None:
+            if self._body_pos < length:
+                return None
+            self._body = None
+            self._header = None
+            self._spare = body
+            self._large = True
+            self._small_run = 0
+            return header[0], memoryview(body)
+        if self._size < length:
             return None
         self._header = None
-        return header[0], self._take(header[1])
+        if length >= _DIRECT_MIN and header[0] == P_DATA_TF:
+            self._large = True
+            self._small_run = 0
+        elif self._large:
+            self._small_run += 1
+            if self._small_run > _SMALL_RUN:
+                self._large = False
+        return header[0], self._take(length)
