@@ -770,6 +770,37 @@ async def test_handler_error_is_c000_and_association_survives(
     assert len([r for r in caplog.records if r.name == "aiodicom.get" and r.levelname == "ERROR"]) == 1
 
 
+async def test_next_instance_is_prepared_while_the_peer_answers(env: Env) -> None:
+    # Pipelining (a performance property with an observable order): the SCP
+    # takes sub-operation n+1 from the handler while the SCU is still
+    # receiving sub-operation n, so reading is off the round trip; the
+    # order of sub-operations and the counts are unchanged.
+    recs = env.archive.add_series(4)
+    log: list[str] = []
+
+    async def handler(req: GetRequest) -> AsyncIterator[Any]:
+        yield len(recs)
+        for i, rec in enumerate(recs):
+            log.append(f"handler {i}")
+            yield rec.path
+
+    def on_instance(inst: ReceivedInstance) -> None:
+        log.append(f"scu {[r.sop_instance_uid for r in recs].index(inst.sop_instance_uid)}")
+
+    env.handler = handler
+    async with client(env.port) as assoc:
+        items, result = await collect(
+            assoc.get(identifier("STUDY", "study", study_uid=STUDY1), "study", on_instance=on_instance)
+        )
+    assert result.status == 0 and result.completed == 4
+    got = [i.sop_instance_uid for i in items if isinstance(i, ReceivedInstance)]
+    assert got == [r.sop_instance_uid for r in recs]
+    # instance n+1 was taken before the SCU got instance n
+    assert log.index("handler 1") < log.index("scu 0")
+    assert log.index("handler 3") < log.index("scu 2")
+    assert log.count("handler 3") == 1 and log.count("scu 3") == 1
+
+
 async def test_handler_checks_is_cancelled(env: Env) -> None:
     recs = env.archive.add_series(20)
     flags: list[bool] = []
