@@ -49,6 +49,7 @@ __all__ = [
     "read_part10_dataset",
     "read_part10_dataset_nowait",
     "read_part10_info",
+    "open_part10_cached",
     "safe_instance_filename",
     "write_part10",
 ]
@@ -308,6 +309,139 @@ def read_part10_dataset_nowait(path: StrPath) -> tuple[Part10Info, EncodedDatase
         return None
     info.dataset_length = got - info.dataset_offset
     return info, EncodedDataset([view[info.dataset_offset : got]], info.transfer_syntax)
+
+
+#: Files larger than this are not sent with ``sendfile`` (see below).
+SENDFILE_MAX = 1 << 32
+_CACHED_META_WINDOW = 16 * 1024
+
+
+class _PageCache:
+    """Are a file's pages all in the page cache?  Never waits for the disk.
+
+    ``cachestat(2)`` (Linux >= 6.5; one call) where the kernel has it,
+    else ``mincore(2)`` on a transient mapping of the range; both through
+    ctypes.
+    """
+
+    _CACHESTAT = {"x86_64": 451, "aarch64": 451}  # the unified syscall table
+
+    def __init__(self) -> None:
+        import ctypes
+        import ctypes.util
+        import mmap
+        import platform
+
+        c = self._ctypes = ctypes
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        self._page = mmap.PAGESIZE
+        # mincore fallback
+        self._mmap = libc.mmap
+        self._mmap.restype = c.c_void_p
+        self._mmap.argtypes = [c.c_void_p, c.c_size_t, c.c_int, c.c_int, c.c_int, c.c_long]
+        self._munmap = libc.munmap
+        self._munmap.argtypes = [c.c_void_p, c.c_size_t]
+        self._mincore = libc.mincore
+        self._mincore.argtypes = [c.c_void_p, c.c_size_t, c.c_void_p]
+        self._prot, self._flags = mmap.PROT_READ, mmap.MAP_SHARED
+        self._failed = c.c_void_p(-1).value
+        # the low bit of each mincore byte says "resident"; the others are reserved
+        self._low_bit = bytes(i & 1 for i in range(256))
+        # cachestat: struct cachestat_range {u64 off, len}; struct cachestat {u64 x 5}
+        self._nr = self._CACHESTAT.get(platform.machine())
+        if self._nr is not None:
+            self._syscall = libc.syscall
+            self._syscall.restype = c.c_long
+            self._range = (c.c_uint64 * 2)()
+            self._stat = (c.c_uint64 * 5)()
+            self._range_ref, self._stat_ref = c.byref(self._range), c.byref(self._stat)
+
+    def resident(self, fd: int, offset: int, length: int) -> bool:
+        """Whether bytes ``offset`` .. ``offset + length`` of ``fd`` are all cached."""
+        if length <= 0:
+            return True
+        first = offset // self._page
+        pages = (offset + length - 1) // self._page - first + 1
+        if self._nr is not None:
+            self._range[0], self._range[1] = offset, length
+            if self._syscall(self._nr, fd, self._range_ref, self._stat_ref, 0) == 0:
+                return int(self._stat[0]) >= pages
+            if self._ctypes.get_errno() not in (errno.ENOSYS, errno.EPERM):
+                return False
+            self._nr = None  # an older kernel (or a seccomp filter): mincore from now on
+        start = first * self._page
+        span = offset + length - start
+        addr = self._mmap(None, span, self._prot, self._flags, fd, start)
+        if addr is None or addr == self._failed:
+            return False
+        try:
+            vec = self._ctypes.create_string_buffer(pages)
+            if self._mincore(addr, span, vec) != 0:
+                return False
+            return vec.raw[:pages].translate(self._low_bit).find(0) < 0
+        finally:
+            self._munmap(addr, span)
+
+
+_page_cache: list[_PageCache | None] = []  # made on first use
+
+
+def _get_page_cache() -> _PageCache | None:
+    if not _page_cache:
+        try:
+            _page_cache.append(_PageCache() if sys.platform.startswith("linux") else None)
+        except (OSError, AttributeError):
+            _page_cache.append(None)
+    return _page_cache[0]
+
+
+def open_part10_cached(path: StrPath) -> tuple[Part10Info, int] | None:
+    """Open *path* for ``sendfile`` if all of it is in the page cache.
+
+    Returns the File Meta and an open file descriptor (the caller closes
+    it); the data set is the byte range ``info.dataset_offset`` ..
+    ``+ info.dataset_length``.  Nothing here waits for the disk: the File
+    Meta is read with ``preadv(..., RWF_NOWAIT)`` and the data set's pages
+    are checked with ``mincore(2)``, so an event loop may call it and then
+    send the data set with ``os.sendfile`` (no copy through user space).
+    Returns ``None`` when any page is not cached, the platform lacks these
+    calls, the File Meta is unusually large or the file is larger than
+    :data:`SENDFILE_MAX`: read it with :func:`read_part10_dataset` then.
+    Invalid files raise as :func:`read_part10_info` does.
+    """
+    flag = getattr(os, "RWF_NOWAIT", None)
+    cache = _get_page_cache() if flag is not None else None
+    if cache is None or flag is None:
+        return None
+    p = Path(path)
+    fd = os.open(p, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    keep = False
+    try:
+        size = os.fstat(fd).st_size
+        if size > SENDFILE_MAX:
+            return None
+        window = bytearray(min(size, _CACHED_META_WINDOW))
+        try:
+            got = os.preadv(fd, [window], 0, flag) if window else 0
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                return None
+            raise
+        try:
+            info = _parse_meta(io.BytesIO(memoryview(window)[:got]), p, size)
+        except InvalidPart10Error:
+            if got < size:
+                return None  # a File Meta past the window (or a short read): the normal reader decides
+            raise
+        if info.dataset_offset > size or not cache.resident(fd, info.dataset_offset, info.dataset_length):
+            return None
+        keep = True
+        return info, fd
+    finally:
+        if not keep:
+            os.close(fd)
 
 
 def iter_part10_dataset_chunks(info: Part10Info, chunk_size: int = 1 << 20) -> Iterator[bytes]:

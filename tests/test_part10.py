@@ -872,3 +872,61 @@ def test_writer_with_staging_dir_abort_leaves_nothing(tmp_path: Path) -> None:
                      prepare_dir=lambda d: d.mkdir(parents=True, exist_ok=True), fsync=False)
     w.abort()
     assert list(staging.iterdir()) == [] and not final.parent.exists()
+
+
+# ---------------------------------------------------------------- sendfile support
+
+
+@pytest.mark.parametrize("impl", ["default", "mincore"])
+def test_page_cache_residency(tmp_path: Path, impl: str) -> None:
+    from aiodicom import part10
+
+    cache = part10._get_page_cache()
+    assert cache is not None  # Linux
+    if impl == "mincore":
+        cache = part10._PageCache()
+        cache._nr = None
+    path = tmp_path / "sparse.bin"
+    with open(path, "wb") as f:
+        f.write(b"x" * 8192)
+        f.truncate(1 << 20)  # a hole: pages no one has read are not cached
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert cache.resident(fd, 0, 8192)
+        assert cache.resident(fd, 100, 10)  # unaligned, within a page
+        assert not cache.resident(fd, 0, 1 << 20)
+        assert not cache.resident(fd, 500_000, 10)
+        assert cache.resident(fd, 0, 0)
+        os.pread(fd, 1 << 20, 0)  # reading the hole brings it in
+        assert cache.resident(fd, 0, 1 << 20)
+    finally:
+        os.close(fd)
+
+
+def test_open_part10_cached(tmp_path: Path) -> None:
+    from aiodicom.part10 import open_part10_cached
+
+    ds_bytes = bytes(range(256)) * 1024
+    path = tmp_path / "a.dcm"
+    write_part10(path, "1.2.840.10008.5.1.4.1.1.7", "1.2.3.4", uids.ExplicitVRLittleEndian, [ds_bytes])
+    opened = open_part10_cached(path)
+    assert opened is not None
+    info, fd = opened
+    try:
+        assert info == read_part10_info(path)
+        assert os.pread(fd, info.dataset_length, info.dataset_offset) == ds_bytes
+    finally:
+        os.close(fd)
+    # the data set not in the page cache (a hole here): None, nothing left open
+    holed = tmp_path / "holed.dcm"
+    raw = path.read_bytes()
+    with open(holed, "wb") as f:
+        f.write(raw[: info.dataset_offset])
+        f.truncate(info.dataset_offset + (1 << 20))
+    before = len(os.listdir("/proc/self/fd"))
+    assert open_part10_cached(holed) is None
+    assert len(os.listdir("/proc/self/fd")) == before
+    with pytest.raises(ValueError, match="Part 10"):
+        bogus = tmp_path / "bogus.dcm"
+        bogus.write_bytes(b"not dicom")
+        open_part10_cached(bogus)

@@ -17,7 +17,7 @@ import logging
 import os
 import socket
 import struct
-from typing import TYPE_CHECKING, Any, AsyncIterable, Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, AsyncIterable, Literal, Awaitable, Callable, Iterable, Sequence
 
 from .. import events as _ev
 from ..dimse.commands import C_CANCEL_RQ, C_STORE_RQ, Command, cancel_rq, encode_command
@@ -112,6 +112,7 @@ class Association(asyncio.BufferedProtocol):
         self.accept: P.AAssociateAC | None = None
         self.contexts: dict[int, AcceptedContext] = {}
         self.peer_max_pdu = 0
+        self._sendfile_info: tuple[int, int] | Literal[False] | None = None
         self.dimse_timeout = dimse_timeout
         self.network_timeout = network_timeout
         self.transport: asyncio.Transport | None = None
@@ -650,6 +651,97 @@ class Association(asyncio.BufferedProtocol):
         if self._write_paused:
             await self.drain()
 
+    async def send_file(self, context_id: int, command: Command, fd: int, offset: int, length: int) -> None:
+        """Send one message whose data set is ``length`` bytes of the open file ``fd`` from ``offset``.
+
+        On a plain TCP transport the data set goes from the page cache to
+        the socket with :func:`os.sendfile`, not copied through user space:
+        for each P-DATA-TF PDU the 12 header bytes are written and then its
+        fragment is sent straight from the file.  When the socket is full,
+        the rest of that PDU goes through the transport, and sending goes on
+        once the transport has written everything (flow control).  Over TLS
+        the file is read and written through the transport in pieces.  The
+        file's pages should be in the page cache
+        (:func:`~aiodicom.part10.open_part10_cached` checks that): a read
+        that has to wait for the disk would wait on the event loop.  If the
+        file is shorter than ``length`` the message cannot be completed: the
+        association is aborted and the error raised.  ``fd`` is not closed.
+        """
+        if self.closed.done() or not self.conn.is_established:
+            raise AssociationAborted("association is not established")
+        command.has_dataset = True
+        if _ev.enabled:
+            _ev.message(self, "sent", context_id, command, length)
+        self.conn.send_data(fragment_message(context_id, encode_command(command), None, self.peer_max_pdu))
+        self._flush()
+        limit = self.peer_max_pdu or UNLIMITED_PDU_CAP
+        max_frag = (min(limit, 0xFFFFFFFF) - 6) & ~1  # even fragments but the last (PS3.8 E.2)
+        pos = 0
+        try:
+            while True:
+                take = min(max_frag, length - pos)
+                final = pos + take == length
+                hdr = _PDATA_HDR.pack(0x04, 0, take + 6, take + 2, context_id, 0x02 if final else 0x00)
+                transport = self.transport
+                if transport is None or transport.is_closing() or self.closed.done():
+                    raise AssociationAborted("association closed while sending")
+                sock = self._sendfile_socket() if take else None
+                if sock is not None and not transport.get_write_buffer_size():
+                    head, done = _sendfile_pdu(sock, hdr, fd, offset + pos, take)
+                    self.bytes_sent += len(hdr) - len(head) + done
+                    if head or done < take:
+                        # the socket is full: the rest of this PDU through the
+                        # transport, then on when it has all been written
+                        rest = _pread_exact(fd, take - done, offset + pos + done)
+                        self.bytes_sent += len(head) + len(rest)
+                        transport.writelines([head, rest] if head else [rest])
+                        await self._drain_empty()
+                else:
+                    self.conn.send_data([hdr, _pread_exact(fd, take, offset + pos)])
+                    self._flush()
+                    await self.drain()
+                pos += take
+                if final:
+                    break
+        except BaseException:
+            self.abort()  # a partly sent message cannot be taken back
+            raise
+        if self._write_paused:
+            await self.drain()
+
+    def _sendfile_socket(self) -> socket.socket | None:
+        """A socket object on the transport's descriptor, for direct writes; None over TLS.
+
+        Not owned: callers must ``detach()`` it, never close it.
+        """
+        info = self._sendfile_info
+        if info is None:
+            info = False
+            t = self.transport
+            if t is not None and t.get_extra_info("ssl_object") is None and hasattr(os, "sendfile"):
+                raw = t.get_extra_info("socket")
+                if raw is not None and raw.family in (socket.AF_INET, socket.AF_INET6, getattr(socket, "AF_UNIX", -1)):
+                    info = (raw.fileno(), raw.family)
+            self._sendfile_info = info
+        if info is False:
+            return None
+        return socket.socket(info[1], socket.SOCK_STREAM, 0, fileno=info[0])
+
+    async def _drain_empty(self) -> None:
+        """Wait until the transport has written everything it holds."""
+        t = self.transport
+        if t is None or t.is_closing() or not t.get_write_buffer_size():
+            return
+        low, high = t.get_write_buffer_limits()
+        t.set_write_buffer_limits(high=0, low=0)  # pause_writing now, resume_writing when empty
+        try:
+            await self.drain()
+        finally:
+            if not t.is_closing():
+                t.set_write_buffer_limits(high=high, low=low)
+        if self.closed.done():
+            raise AssociationAborted("association closed while sending")
+
     async def _stream_chunk(
         self, context_id: int, chunk: bytes | bytearray | memoryview, carry: bytes, sent: int, total: int
     ) -> tuple[int, bytes]:
@@ -842,6 +934,43 @@ class Association(asyncio.BufferedProtocol):
 
 
 _PDATA_HDR = struct.Struct(">BBIIBB")  # P-DATA-TF header + one PDV item header
+
+
+def _pread_exact(fd: int, n: int, offset: int) -> bytes:
+    data = os.pread(fd, n, offset)
+    if len(data) != n:
+        raise ValueError(f"the file ended {n - len(data)} bytes early (at offset {offset + len(data)})")
+    return data
+
+
+def _sendfile_pdu(sock: socket.socket, hdr: bytes, fd: int, offset: int, n: int) -> tuple[bytes, int]:
+    """Write ``hdr`` then ``n`` bytes of ``fd`` to the non-blocking ``sock``, as far as it takes them.
+
+    Returns the part of the header not written and how many file bytes
+    were sent.  ``sock`` is detached afterwards (the transport owns the
+    descriptor).
+    """
+    try:
+        try:
+            # MSG_MORE: the header waits for the data that follows (one segment)
+            sent = sock.send(hdr, getattr(socket, "MSG_MORE", 0))
+        except BlockingIOError:
+            return hdr, 0
+        if sent < len(hdr):
+            return hdr[sent:], 0
+        fileno = sock.fileno()
+        done = 0
+        while done < n:
+            try:
+                k = os.sendfile(fileno, fd, offset + done, n - done)
+            except BlockingIOError:
+                break
+            if k == 0:
+                raise ValueError(f"the file ended {n - done} bytes early (at offset {offset + done})")
+            done += k
+        return b"", done
+    finally:
+        sock.detach()
 
 
 def _data_pdus(

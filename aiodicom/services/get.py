@@ -71,7 +71,13 @@ from ..dataset import Buffer, DatasetDecodeError, EncodedDataset, encode_identif
 from ..dimse.commands import C_GET_RQ, C_STORE_RQ, C_STORE_RSP, PRIORITY_MEDIUM, Command
 from ..dimse.fragments import Message
 from ..dimse.status import Category, category
-from ..part10 import read_part10_dataset, read_part10_dataset_nowait, safe_instance_filename, write_part10
+from ..part10 import (
+    open_part10_cached,
+    read_part10_dataset,
+    read_part10_dataset_nowait,
+    safe_instance_filename,
+    write_part10,
+)
 from ..uids import (
     COMPRESSED_TRANSFER_SYNTAXES,
     STORAGE_SOP_CLASSES,
@@ -833,6 +839,14 @@ class _Outgoing:
     context: AcceptedContext | None = None
     fragments: Sequence[Buffer] | None = None
     error: str | None = None
+    # or the data set as (open fd, offset, length) of a cached file, for sendfile
+    file: tuple[int, int, int] | None = None
+
+    def close(self) -> None:
+        """Close the file, if any (idempotent)."""
+        if self.file is not None:
+            fd, self.file = self.file[0], None
+            os.close(fd)
 
 
 def _storage_contexts(assoc: Association, sop_class_uid: str) -> list[AcceptedContext]:
@@ -874,7 +888,22 @@ def _reencode(encoded: EncodedDataset, target_ts: str) -> list[Buffer]:
 async def _prepare(assoc: Association, item: object) -> _Outgoing:
     """Resolve one handler item into what to send, on which context."""
     if isinstance(item, (str, os.PathLike)):
-        # One thread hop reads File Meta and data set (usually sent as is).
+        # A file in the page cache is sent with sendfile (no copy through
+        # user space); else one thread hop reads File Meta and data set.
+        try:
+            opened = open_part10_cached(item)
+        except (OSError, ValueError) as exc:
+            return _Outgoing(None, None, error=f"cannot read {os.fspath(item)!r}: {exc}")
+        if opened is not None:
+            info, fd = opened
+            contexts = _storage_contexts(assoc, info.sop_class_uid)
+            choice = _choose(contexts, info.transfer_syntax)
+            if choice is not None and not choice[1]:
+                region = (fd, info.dataset_offset, info.dataset_length)
+                return _Outgoing(info.sop_class_uid, info.sop_instance_uid, choice[0], file=region)
+            os.close(fd)
+            if choice is None:
+                return _no_context(info.sop_class_uid, info.sop_instance_uid, info.transfer_syntax, bool(contexts))
         try:
             # from the page cache without a thread hop when it is there
             cached = read_part10_dataset_nowait(item)
@@ -1025,6 +1054,7 @@ async def _perform(req: GetRequest, handler: GetHandler) -> None:
     mid = req.message_id
     subops = SubOperations()
     source: _Source | None = None
+    ahead: _Outgoing | None = None  # the next sub-operation, prepared early
     final_status = SUCCESS
     comment: str | None = None
     cancelled = False
@@ -1036,7 +1066,6 @@ async def _perform(req: GetRequest, handler: GetHandler) -> None:
             source = _Source(result)
         except Exception as exc:
             raise _HandlerError(exc) from exc
-        ahead: _Outgoing | None = None  # the next sub-operation, prepared early
         at_end = False
         while True:
             if mid in assoc.cancelled_requests:
@@ -1054,7 +1083,7 @@ async def _perform(req: GetRequest, handler: GetHandler) -> None:
                     cancelled = True
                     break
                 out = await _prepare_item(assoc, item)
-            if out.context is None or out.fragments is None:
+            if out.context is None or (out.fragments is None and out.file is None):
                 log.warning("C-GET sub-operation for %s failed: %s", out.sop_instance_uid, out.error)
                 subops.fail(out.sop_instance_uid or None)
             else:
@@ -1088,6 +1117,8 @@ async def _perform(req: GetRequest, handler: GetHandler) -> None:
         final_status = UNABLE
         comment = f"handler error: {type(cause).__name__}"
     finally:
+        if ahead is not None:
+            ahead.close()  # prepared, never sent (cancel or failure)
         if source is not None:
             await source.close()
 
@@ -1109,7 +1140,7 @@ async def _send_store(assoc: Association, out: _Outgoing, priority: int) -> tupl
 
     The caller must :meth:`~Association.close_operation` the message ID.
     """
-    assert out.context is not None and out.fragments is not None
+    assert out.context is not None and (out.fragments is not None or out.file is not None)
     store_mid = assoc.next_message_id()
     cmd = Command(
         C_STORE_RQ,
@@ -1120,10 +1151,15 @@ async def _send_store(assoc: Association, out: _Outgoing, priority: int) -> tupl
     )
     op = assoc.open_operation(out.context.context_id, store_mid)
     try:
-        await assoc.send(out.context.context_id, cmd, out.fragments)
+        if out.file is not None:
+            await assoc.send_file(out.context.context_id, cmd, *out.file)
+        else:
+            await assoc.send(out.context.context_id, cmd, out.fragments)
     except BaseException:
         assoc.close_operation(store_mid)
         raise
+    finally:
+        out.close()
     return op, store_mid
 
 

@@ -52,6 +52,7 @@ from ..dimse.status import Status
 from ..part10 import (
     Part10Info,
     Part10Writer,
+    open_part10_cached,
     read_part10_dataset,
     read_part10_info,
     safe_instance_filename,
@@ -246,12 +247,15 @@ async def _exchange(
     cmd: Command,
     dataset: list[Buffer] | None = None,
     streamed: tuple[AsyncGenerator[bytes, None], int] | None = None,
+    file: tuple[int, int, int] | None = None,
 ) -> Command:
     mid = cmd.message_id
     assert mid is not None
     op = assoc.open_operation(ctx.context_id, mid)
     try:
-        if streamed is not None:
+        if file is not None:
+            await assoc.send_file(ctx.context_id, cmd, *file)
+        elif streamed is not None:
             async with contextlib.aclosing(streamed[0]) as chunks:
                 await assoc.send_streaming(ctx.context_id, cmd, chunks, streamed[1])
         else:
@@ -367,7 +371,18 @@ async def _store_file(
     ctx = next((c for c in contexts if c.transfer_syntax == info.transfer_syntax), None)
     cmd = _store_command(assoc, info.sop_class_uid, info.sop_instance_uid, priority, move_originator)
     if ctx is not None:
-        # Send the stored bytes as they are.
+        # Send the stored bytes as they are: from the page cache with
+        # sendfile when the file is all there, else read (off the loop when
+        # large).
+        opened = open_part10_cached(info.path)
+        if opened is not None:
+            cached, fd = opened
+            try:
+                if (cached.dataset_offset, cached.transfer_syntax) == (info.dataset_offset, info.transfer_syntax):
+                    region = (fd, cached.dataset_offset, cached.dataset_length)
+                    return await _exchange(assoc, ctx, cmd, file=region)
+            finally:
+                os.close(fd)
         if info.dataset_length > _STREAM_THRESHOLD:
             return await _exchange(assoc, ctx, cmd, streamed=(_read_chunks(info), info.dataset_length))
         _, encoded = read_part10_dataset(info.path)

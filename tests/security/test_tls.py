@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset
 
 import aiodicom
 from aiodicom.security import client_ssl_context, server_ssl_context
@@ -216,6 +217,40 @@ async def test_echo_and_store_over_tls(tls_server: aiodicom.Server, pki: PKI, tm
         status = await assoc.store(ct_file())
         assert status.is_success
     assert len(stored_files(tmp_path)) == 1
+
+
+async def test_get_over_tls_sends_files_through_the_tls_stream(pki: PKI, tmp_path: Path) -> None:
+    # A cached file is sent with sendfile on plain TCP; over TLS it must go
+    # through the TLS transport (raw bytes on the socket would corrupt it).
+    from aiodicom.part10 import read_part10_dataset
+    from aiodicom.services.get import GetResult, ReceivedInstance, get_contexts, serve_get
+
+    path = ct_file()
+    srv = aiodicom.Server("TLSSCP", ssl=server_ssl_context(pki.server_cert, pki.server_key))
+    serve_get(srv, lambda req: [path, path], models=("study",), strict=False)
+    await srv.start("127.0.0.1", 0)
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "STUDY"
+    ds.StudyInstanceUID = "1.2.3"
+    try:
+        contexts, roles = get_contexts([CT], models=("study",), extra=[VERIFICATION])
+        async with aiodicom.associate(
+            "127.0.0.1", srv.port, called_ae="TLSSCP", contexts=contexts, roles=roles,
+            ssl=client_ssl_context(pki.ca), server_hostname="localhost",
+        ) as assoc:
+            got: list[bytes] = []
+            result = None
+            async with asyncio.timeout(DEADLINE):
+                async for item in assoc.get(ds, "study"):
+                    if isinstance(item, ReceivedInstance):
+                        got.append(item.encoded.tobytes())
+                    elif isinstance(item, GetResult):
+                        result = item
+            assert await assoc.echo() == 0
+    finally:
+        await srv.close(timeout=1.0)
+    assert result is not None and result.status == 0 and result.completed == 2
+    assert got == [read_part10_dataset(path)[1].tobytes()] * 2
 
 
 async def test_plain_client_against_tls_server_fails(tls_server: aiodicom.Server) -> None:

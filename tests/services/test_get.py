@@ -174,12 +174,23 @@ def instrument(assoc: aiodicom.Association, stats: dict[str, int]) -> None:
             assert cmd.move_originator_aet is None and cmd.move_originator_message_id is None
         await orig_send(ctx, cmd, ds)
 
+    orig_send_file = assoc.send_file
+
+    async def send_file(ctx: int, cmd: Any, fd: int, offset: int, length: int) -> None:
+        if cmd.command_field == C_STORE_RQ:  # a cached file, sent with sendfile
+            stats["sent"] += 1
+            stats["outstanding"] += 1
+            stats["max_outstanding"] = max(stats["max_outstanding"], stats["outstanding"])
+            stats["sendfile"] = stats.get("sendfile", 0) + 1
+        await orig_send_file(ctx, cmd, fd, offset, length)
+
     def dispatch(msg: Message) -> None:
         if msg.command.command_field == C_STORE_RSP:
             stats["outstanding"] -= 1
         orig_dispatch(msg)
 
     assoc.send = send  # type: ignore[method-assign]
+    assoc.send_file = send_file  # type: ignore[method-assign]
     assoc._dispatch = dispatch  # type: ignore[method-assign]
 
 
@@ -768,6 +779,27 @@ async def test_handler_error_is_c000_and_association_survives(
     assert result.completed == (0 if where == "call" else 1)
     assert ok.status == 0 and ok.completed == 2
     assert len([r for r in caplog.records if r.name == "aiodicom.get" and r.levelname == "ERROR"]) == 1
+
+
+@pytest.mark.parametrize("read", ["sendfile", "nowait", "thread"])
+async def test_files_are_sent_byte_identical_whichever_way_they_are_read(
+    env: Env, monkeypatch: pytest.MonkeyPatch, read: str
+) -> None:
+    # A file in the page cache goes with sendfile; otherwise it is read on
+    # the loop without blocking, or else in a worker thread.
+    from aiodicom.services import get as get_mod
+
+    if read != "sendfile":
+        monkeypatch.setattr(get_mod, "open_part10_cached", lambda path: None)
+    if read == "thread":
+        monkeypatch.setattr(get_mod, "read_part10_dataset_nowait", lambda path: None)
+    recs = env.archive.add_series(3)
+    async with client(env.port) as assoc:
+        items, result = await collect(assoc.get(identifier("STUDY", "study", study_uid=STUDY1), "study"))
+    assert result.status == 0 and result.completed == 3
+    got = {i.sop_instance_uid: i.encoded.tobytes() for i in items if isinstance(i, ReceivedInstance)}
+    assert got == {r.sop_instance_uid: read_part10_dataset(r.path)[1].tobytes() for r in recs}
+    assert env.stats.get("sendfile", 0) == (3 if read == "sendfile" else 0)
 
 
 async def test_next_instance_is_prepared_while_the_peer_answers(env: Env) -> None:

@@ -11,6 +11,7 @@ import gc
 import hashlib
 import logging
 import os
+import socket
 import struct
 import tracemalloc
 from collections.abc import AsyncIterator
@@ -292,6 +293,7 @@ async def test_store_file_not_dicom(recorder_server: Any, tmp_path: Path) -> Non
 
 async def test_streamed_file_small_pdus_byte_identical(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The streaming path (forced for a small file) with a 4 KiB peer PDU limit."""
+    monkeypatch.setattr(store_mod, "open_part10_cached", lambda path: None)  # as if not in the page cache
     monkeypatch.setattr(store_mod, "_STREAM_THRESHOLD", 0)
     monkeypatch.setattr(store_mod, "_CHUNK", 4097)  # odd chunks exercise the carry byte
     rec = Recorder()
@@ -305,6 +307,29 @@ async def test_streamed_file_small_pdus_byte_identical(monkeypatch: pytest.Monke
         await server.close(timeout=1.0)
     assert rec.data[0] == dataset_bytes(path)
     assert rec.data[1] == rec.data[0]
+
+
+async def test_cached_file_goes_by_sendfile_small_pdus_byte_identical(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file in the page cache is sent with send_file (sendfile), here with a 4 KiB peer PDU limit."""
+    calls: list[int] = []
+    orig = aiodicom.Association.send_file
+
+    async def spy(self: aiodicom.Association, ctx: int, cmd: Command, fd: int, offset: int, length: int) -> None:
+        calls.append(length)
+        await orig(self, ctx, cmd, fd, offset, length)
+
+    monkeypatch.setattr(aiodicom.Association, "send_file", spy)
+    rec = Recorder()
+    server = await start_server(rec, max_pdu=4096)
+    try:
+        path = sample("CT_small.dcm")
+        open(path, "rb").read()  # in the page cache
+        async with connect(server, [CT]) as assoc:
+            assert await assoc.store(path) == 0
+    finally:
+        await server.close(timeout=1.0)
+    assert rec.data == [dataset_bytes(path)]
+    assert calls == [len(rec.data[0])]
 
 
 async def test_send_streaming_odd_chunks_and_async_iterables(recorder_server: Any) -> None:
@@ -347,6 +372,88 @@ async def test_send_streaming_short_data_aborts(recorder_server: Any) -> None:
         cmd = Command(C_STORE_RQ, message_id=1, affected_sop_class_uid=CT, affected_sop_instance_uid="1.2", priority=0)
         with pytest.raises(ValueError, match="expected 100"):
             await assoc.send_streaming(ctx.context_id, cmd, [b"ab"], 100)
+        await asyncio.wait_for(assoc.wait_closed(), 10)
+        assert not assoc.is_established
+    assert rec.requests == []
+
+
+def _c_store(assoc: aiodicom.Association, mid: int, uid: str = "1.2.3") -> Command:
+    return Command(C_STORE_RQ, message_id=mid, affected_sop_class_uid=CT, affected_sop_instance_uid=uid, priority=0)
+
+
+async def test_send_file_through_a_full_socket_is_byte_identical(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """send_file: sendfile until the socket is full, then the transport, then sendfile again."""
+    from aiodicom.aio import association as assoc_mod
+
+    rec = Recorder()
+    server = await start_server(rec, max_pdu=16384)
+    payload = os.urandom(3 * 1024 * 1024 + 1)  # odd: the last fragment is odd
+    path = tmp_path / "payload.bin"
+    path.write_bytes(b"junk" + payload + b"trailing")
+    results: list[tuple[int, int]] = []
+    orig_pdu = assoc_mod._sendfile_pdu
+
+    def counting_pdu(sock: Any, hdr: bytes, fd: int, offset: int, n: int) -> tuple[bytes, int]:
+        head, done = orig_pdu(sock, hdr, fd, offset, n)
+        results.append((len(head), n - done))
+        return head, done
+
+    monkeypatch.setattr(assoc_mod, "_sendfile_pdu", counting_pdu)
+    try:
+        async with connect(server, [CT]) as assoc:
+            ctx = assoc.find_context(CT)
+            assert ctx is not None
+            (peer,) = server.associations
+            assert peer.transport is not None
+            peer.transport.pause_reading()  # the receiver stalls: the socket fills up
+            # small fixed socket buffers (no autotuning to megabytes)
+            assert assoc.transport is not None
+            assoc.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+            peer.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            full = asyncio.Event()
+            orig_drain = assoc._drain_empty
+
+            async def drain_empty() -> None:
+                full.set()
+                await orig_drain()
+
+            assoc._drain_empty = drain_empty  # type: ignore[method-assign]
+            mid = assoc.next_message_id()
+            op = assoc.open_operation(ctx.context_id, mid)
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                task = asyncio.create_task(assoc.send_file(ctx.context_id, _c_store(assoc, mid), fd, 4, len(payload)))
+                await asyncio.wait_for(full.wait(), 10)
+                peer.transport.resume_reading()
+                await asyncio.wait_for(task, 30)
+            finally:
+                os.close(fd)
+            rsp = await assoc.next_response(op)
+            assoc.close_operation(mid)
+            assert rsp.command.status == 0
+            assert assoc.bytes_sent > len(payload)
+    finally:
+        await server.close(timeout=1.0)
+    assert rec.data == [payload]
+    assert any(left == (0, 0) for left in results)  # whole PDUs went by sendfile
+    assert any(left != (0, 0) for left in results)  # and a full socket sent the rest through the transport
+
+
+async def test_send_file_shorter_than_announced_aborts(recorder_server: Any, tmp_path: Path) -> None:
+    server, rec = recorder_server
+    path = tmp_path / "short.bin"
+    path.write_bytes(b"x" * 1000)
+    async with connect(server, [CT]) as assoc:
+        ctx = assoc.find_context(CT)
+        assert ctx is not None
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            with pytest.raises(ValueError, match="ended 1000 bytes early"):
+                await assoc.send_file(ctx.context_id, _c_store(assoc, 1), fd, 0, 2000)
+        finally:
+            os.close(fd)
         await asyncio.wait_for(assoc.wait_closed(), 10)
         assert not assoc.is_established
     assert rec.requests == []
