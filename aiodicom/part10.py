@@ -190,6 +190,12 @@ def _parse_meta(fp: BinaryIO, path: Path, size: int | None = None) -> Part10Info
         if offset - META_START > _MAX_META_TOTAL:
             raise InvalidPart10Error(f"{path}: File Meta Information is implausibly large")
 
+    if size is None:
+        size = os.fstat(fp.fileno()).st_size
+    return _info_from_values(values, path, offset, size)
+
+
+def _info_from_values(values: dict[int, bytes], path: Path, offset: int, size: int) -> Part10Info:
     missing = [
         name
         for tag, name in (
@@ -207,8 +213,6 @@ def _parse_meta(fp: BinaryIO, path: Path, size: int | None = None) -> Part10Info
             return None
         return _decode_text(values[tag], path, tag) or None
 
-    if size is None:
-        size = os.fstat(fp.fileno()).st_size
     return Part10Info(
         path=path,
         sop_class_uid=_decode_text(values[_TAG_SOP_CLASS], path, _TAG_SOP_CLASS),
@@ -220,6 +224,49 @@ def _parse_meta(fp: BinaryIO, path: Path, size: int | None = None) -> Part10Info
         implementation_version_name=optional(_TAG_IMPL_VERSION),
         source_ae_title=optional(_TAG_SOURCE_AE),
     )
+
+
+_ELEMENT_HEADER = struct.Struct("<HH2sH")
+
+
+def _parse_meta_window(window: memoryview, path: Path, size: int) -> Part10Info:
+    """:func:`_parse_meta` over bytes already read (the file's first ``len(window)`` bytes).
+
+    Scans the usual File Meta quickly; anything unusual (a truncated or
+    malformed element, a File Meta running past the window) goes to
+    :func:`_parse_meta`, which reads the same bytes element by element and
+    words its errors precisely.
+    """
+    n = len(window)
+    if n >= META_START and window[PREAMBLE_LENGTH:META_START].tobytes() == MAGIC:
+        values: dict[int, bytes] = {}
+        offset = META_START
+        unpack = _ELEMENT_HEADER.unpack_from
+        while True:
+            if offset == n:
+                if n == size:  # File Meta followed by an empty data set
+                    return _info_from_values(values, path, offset, size)
+                break
+            if n - offset < 8:
+                break
+            group, element, vr, length = unpack(window, offset)
+            if group != 0x0002:
+                return _info_from_values(values, path, offset, size)
+            if not (65 <= vr[0] <= 90 and 65 <= vr[1] <= 90):
+                break
+            head = 8
+            if vr in _LONG_VRS:
+                if n - offset < 12:
+                    break
+                length = struct.unpack_from("<L", window, offset + 8)[0]
+                head = 12
+            if length > _MAX_META_ELEMENT or offset + head + length > n:
+                break
+            values[group << 16 | element] = bytes(window[offset + head : offset + head + length])
+            offset += head + length
+            if offset - META_START > _MAX_META_TOTAL:
+                break
+    return _parse_meta(io.BytesIO(window), path, size)
 
 
 def read_part10_info(path: StrPath) -> Part10Info:
@@ -300,7 +347,7 @@ def read_part10_dataset_nowait(path: StrPath) -> tuple[Part10Info, EncodedDatase
     finally:
         os.close(fd)
     try:
-        info = _parse_meta(io.BytesIO(view[: min(got, _META_WINDOW)]), p, got)
+        info = _parse_meta_window(view[: min(got, _META_WINDOW)], p, got)
     except InvalidPart10Error:
         if got > _META_WINDOW:
             return None  # a File Meta past the window: the normal reader decides
@@ -313,7 +360,7 @@ def read_part10_dataset_nowait(path: StrPath) -> tuple[Part10Info, EncodedDatase
 
 #: Files larger than this are not sent with ``sendfile`` (see below).
 SENDFILE_MAX = 1 << 32
-_CACHED_META_WINDOW = 16 * 1024
+_CACHED_META_WINDOW = 4096  # File Meta is usually a few hundred bytes
 
 
 class _PageCache:
@@ -430,7 +477,7 @@ def open_part10_cached(path: StrPath) -> tuple[Part10Info, int] | None:
                 return None
             raise
         try:
-            info = _parse_meta(io.BytesIO(memoryview(window)[:got]), p, size)
+            info = _parse_meta_window(memoryview(window)[:got], p, size)
         except InvalidPart10Error:
             if got < size:
                 return None  # a File Meta past the window (or a short read): the normal reader decides

@@ -930,3 +930,54 @@ def test_open_part10_cached(tmp_path: Path) -> None:
         bogus = tmp_path / "bogus.dcm"
         bogus.write_bytes(b"not dicom")
         open_part10_cached(bogus)
+
+
+@pytest.mark.parametrize("name", TEST_FILES)
+def test_meta_window_parse_equals_the_element_reader(name: str) -> None:
+    from aiodicom import part10 as _p
+
+    path = Path(data_file(name))
+    raw = path.read_bytes()
+    ref = read_part10_info(path)
+    # the whole file, a page, and just enough to see the first data set element
+    for window in (len(raw), max(4096, ref.dataset_offset + 8), ref.dataset_offset + 8):
+        view = memoryview(raw)[:window]
+        assert _p._parse_meta_window(view, path, len(raw)) == ref
+
+
+def _meta_variants() -> list[bytes]:
+    good = bytearray(
+        build_file_meta(CT_CLASS, INSTANCE, uids.ExplicitVRLittleEndian)
+    )
+    out = [bytes(good)]
+    bad_vr = bytearray(good)
+    bad_vr[132 + 4 : 132 + 6] = b"u!"  # first element's VR not upper-case letters
+    out.append(bytes(bad_vr))
+    out.append(bytes(good[:-3]))  # truncated inside the last element
+    out.append(bytes(good[:140]))  # truncated inside an element header
+    long_el = bytearray(good)
+    long_el[132 + 8 : 132 + 12] = struct.pack("<L", 0xFFFFFFFF)  # (0002,0001) OB with an undefined length
+    out.append(bytes(long_el))
+    out.append(bytes(good[:132]))  # magic, no elements
+    return out
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_meta_window_parse_raises_what_the_element_reader_raises(index: int) -> None:
+    import io
+
+    from aiodicom import part10 as _p
+
+    data = bytes(128) + b"DICM" + _meta_variants()[index][132:] if index else _meta_variants()[0] + b"\x08\x00"
+    path = Path("variant.dcm")
+
+    def outcome(f: Any) -> object:
+        try:
+            return f()
+        except InvalidPart10Error as exc:
+            return ("error", str(exc))
+
+    ref = outcome(lambda: _p._parse_meta(io.BytesIO(data), path, len(data)))
+    got = outcome(lambda: _p._parse_meta_window(memoryview(data), path, len(data)))
+    assert got == ref
+    assert index == 0 or isinstance(ref, tuple)
