@@ -850,6 +850,9 @@ _DIRECT_MAX = 4 << 20
 # after, so one buffer serves every connection of an event loop.
 _SCRATCH_SIZE = 65536
 _scratch_local = threading.local()
+# The last body read in place, reused for the next one of the same length
+# once nothing refers to it: one per thread, so idle associations hold none.
+_spare_local = threading.local()
 # After this many small PDUs in a row the reader stops expecting large ones.
 _SMALL_RUN = 8
 _getrefcount = getattr(sys, "getrefcount", None)
@@ -886,7 +889,7 @@ class PDUReader:
     """
 
     __slots__ = ("_chunks", "_offset", "_size", "_header", "max_pdata_length",
-                 "_body", "_body_pos", "_spare", "_into_body", "_large", "_small_run")
+                 "_body", "_body_pos", "_into_body", "_large", "_small_run")
 
     def __init__(self, max_pdata_length: int = 0) -> None:
         self._chunks: list[bytes | memoryview] = []
@@ -896,7 +899,6 @@ class PDUReader:
         self.max_pdata_length = max_pdata_length
         self._body: bytearray | None = None  # the current PDU's body, read in place
         self._body_pos = 0  # bytes of _body received
-        self._spare: bytearray | None = None  # the last body, reused once nothing refers to it
         self._into_body = False  # whether the last get_buffer() was into _body
         self._large = False  # large P-DATA-TF PDUs are arriving
         self._small_run = 0
@@ -965,12 +967,12 @@ class PDUReader:
         return self._body is None and self._size >= length
 
     def _new_body(self, length: int) -> bytearray:
-        spare, self._spare = self._spare, None
+        spare: bytearray | None = _spare_local.__dict__.pop("body", None)
         # Reuse the last body if nothing refers to it any more (only the
         # local name and getrefcount's argument): saves allocating and
         # zeroing a buffer per PDU when the data went to a sink.
         if spare is not None and len(spare) == length and _getrefcount is not None and _getrefcount(spare) <= 2:
-            body = spare
+            body: bytearray = spare
         else:
             body = bytearray(length)
         n = self._size  # a prefix of this body, received into the scratch buffer
@@ -1039,7 +1041,7 @@ class PDUReader:
                 return None
             self._body = None
             self._header = None
-            self._spare = body
+            _spare_local.body = body
             self._large = True
             self._small_run = 0
             return header[0], memoryview(body)

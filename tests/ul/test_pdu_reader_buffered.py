@@ -247,3 +247,16 @@ def test_connection_buffered_waits_in_sta3_and_goes_on_after_accept() -> None:
     assert len(data) == 1
     ((ctx, ctrl, value),) = data[0].pdvs
     assert ctx == 1 and bytes(value) == SMALL[12:]
+
+
+def test_an_idle_reader_keeps_no_body_buffer() -> None:
+    # After a large PDU, an association waiting for its next PDU holds no
+    # PDU-sized buffer (thousands of idle associations must stay small);
+    # a finished body is kept for reuse once per thread, not per reader.
+    readers = [PDUReader() for _ in range(3)]
+    for reader in readers:
+        assert read_buffered(BIG, [len(BIG)], reader) == expected([BIG])
+    for reader in readers:
+        held = [getattr(reader, name, None) for name in PDUReader.__slots__]
+        assert not any(isinstance(v, (bytearray, memoryview)) and len(v) >= P._DIRECT_MIN for v in held)
+        assert reader.buffered == 0
