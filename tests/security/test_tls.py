@@ -253,6 +253,25 @@ async def test_get_over_tls_sends_files_through_the_tls_stream(pki: PKI, tmp_pat
     assert got == [read_part10_dataset(path)[1].tobytes()] * 2
 
 
+async def test_large_store_over_tls_is_byte_identical(tls_server: aiodicom.Server, pki: PKI, tmp_path: Path) -> None:
+    # Several 256 KiB P-DATA-TF PDUs through TLS: the buffered receive reads
+    # large bodies in place behind the TLS layer too.
+    from aiodicom.bench import synthetic_ct
+    from aiodicom.dataset import EncodedDataset
+    from aiodicom.part10 import read_part10_dataset
+
+    ds = synthetic_ct(1536, "1.2.826.0.1.3680043.9.7433.99.1")
+    expected = EncodedDataset.from_dataset(ds, "1.2.840.10008.1.2.1").tobytes()
+    async with aiodicom.associate(
+        "127.0.0.1", tls_server.port, called_ae="TLSSCP", contexts=[(CT, ["1.2.840.10008.1.2.1"])],
+        ssl=client_ssl_context(pki.ca), server_hostname="localhost",
+    ) as assoc:
+        assert (await assoc.store(ds)).is_success
+    (stored,) = stored_files(tmp_path)
+    assert read_part10_dataset(stored)[1].tobytes() == expected
+    assert len(expected) > 3 * 262144
+
+
 async def test_plain_client_against_tls_server_fails(tls_server: aiodicom.Server) -> None:
     with pytest.raises((aiodicom.AssociationAborted, ConnectionError, TimeoutError, OSError)):
         async with aiodicom.associate("127.0.0.1", tls_server.port, acse_timeout=3.0) as assoc:
