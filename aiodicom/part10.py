@@ -687,6 +687,8 @@ class Part10Writer:
         self._prepare_dir = prepare_dir
         self._file: BinaryIO | None = None
         self._done = False
+        #: True once the file has been renamed onto :attr:`path`.
+        self.committed = False
         self.bytes_written = 0
         meta = build_file_meta(
             sop_class_uid, sop_instance_uid, transfer_syntax, source_ae=source_ae
@@ -744,6 +746,7 @@ class Part10Writer:
             self.abort()
             raise
         self._done = True
+        self.committed = True
         if self._fsync:
             _fsync_directory(self.path.parent)
 

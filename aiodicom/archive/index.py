@@ -8,9 +8,12 @@ event loop never blocks on SQLite.  Concurrent :meth:`AsyncIndex.add_instance`
 calls are group-committed: whatever is queued when the worker gets to it is
 written in one transaction (one WAL fsync for the lot).
 
-Durability: WAL journal mode with ``synchronous=FULL`` -- a transaction
-reported committed survives a power cut, so the archive may answer a
-C-STORE with success once :meth:`Index.add_instance` has returned.
+Durability: WAL journal mode.  :class:`Index` defaults to
+``synchronous=FULL`` (a transaction reported committed survives a power
+cut).  The archive's :class:`~aiodicom.archive.storage.Storage` opens it
+with ``NORMAL``: commits stay atomic but are synced at checkpoints, and the
+rows a power cut loses are rebuilt from the fsynced files by the recovery
+every open runs.
 
 Schema (``PRAGMA user_version`` = number of :data:`MIGRATIONS` applied,
 applied in order, each in one transaction)::

@@ -208,12 +208,12 @@ class ArchiveStore:
         self, writer: Part10Writer, sop_instance_uid: str, source_ae: str | None
     ) -> StoreResult:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, writer.commit)  # removes its temporary file if it fails
         try:
-            return await self.storage.index_committed(writer, source_ae)
+            return await self.storage.commit_and_index(writer, source_ae)
         except BaseException:
-            # Never leave a file the index does not know about.
-            if await self.storage.index.get_instance(sop_instance_uid) is None:
+            # Never leave a file the index does not know about (a failed
+            # commit has already removed its temporary file).
+            if writer.committed and await self.storage.index.get_instance(sop_instance_uid) is None:
                 await loop.run_in_executor(None, _unlink, writer.path)
             raise
 

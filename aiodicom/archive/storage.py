@@ -20,9 +20,13 @@ Ordering and crash consistency:
 * :meth:`Storage.store` writes the file atomically (temporary
   ``.<name>.<random>.tmp`` in the target directory, fsync, rename, directory
   fsync -- :func:`~aiodicom.part10.write_part10`) on a worker thread, *then*
-  commits the index row (WAL, ``synchronous=FULL``); it returns only when
-  both are durable, so success is only ever answered for an instance that is
-  on disk and indexed.  A partially written file only ever exists under a
+  commits the index row (WAL, ``synchronous=NORMAL``); success is only ever
+  answered for an instance whose file is durable and whose row is committed.
+  The files are the source of truth: a power cut can lose the last row
+  commits (WAL with ``synchronous=NORMAL`` is atomic but syncs at
+  checkpoints, not at every commit), and :meth:`recover`, which every
+  :meth:`open` runs, indexes a file that has no row.  That saves one fsync
+  per instance.  A partially written file only ever exists under a
   ``.tmp`` name, which is never indexed.
 * A duplicate SOP Instance UID is written to the same final path (the rename
   replaces the old file atomically) and its index row is replaced;
@@ -367,7 +371,9 @@ class Storage:
         root_path = Path(root)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, lambda: (root_path / DATA_DIR).mkdir(parents=True, exist_ok=True))
-        index = await AsyncIndex.open(root_path / INDEX_NAME, synchronous="FULL" if fsync else "OFF")
+        # NORMAL, not FULL: rows lost in a power cut are rebuilt from the
+        # (fsynced) files by recover(); see the module docstring.
+        index = await AsyncIndex.open(root_path / INDEX_NAME, synchronous="NORMAL" if fsync else "OFF")
         storage = cls(root_path, index, fsync=fsync)
         if recover:
             try:
@@ -621,18 +627,57 @@ class Storage:
             path = target.path
         else:
             path = Path(target)
-        rel, uid = self._uid_of(path)
+        rel, uid = self._locate(path)
         task = asyncio.ensure_future(self._index_file(rel, uid, source_ae))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return await asyncio.shield(task)
 
-    async def _index_file(self, rel: str, uid: str, source_ae: str | None) -> StoreResult:
+    async def commit_and_index(self, writer: Part10Writer, source_ae: str | None = None) -> StoreResult:
+        """Commit an :meth:`open_writer` writer and index the instance.
+
+        :meth:`~aiodicom.part10.Part10Writer.commit` followed by
+        :meth:`index_committed`, with the commit and the reading back of the
+        file in one worker-thread hop.  A failed commit removes its
+        temporary file; if indexing fails after the commit, the committed
+        file stays (the caller decides, e.g. removes it when the index does
+        not know the instance).  Shielded: once started it completes.
+        """
+        rel, uid = self._locate(writer.path)
+        task = asyncio.ensure_future(self._index_file(rel, uid, source_ae, writer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return await asyncio.shield(task)
+
+    def _locate(self, path: Path) -> tuple[str, str]:
+        """(rel_path, sop_instance_uid) of an instance path inside the archive."""
+        # A path from path_for()/open_writer() is checked without touching the
+        # file system; anything else is resolved and validated.
+        uid = path.name[: -len(".dcm")] if path.name.endswith(".dcm") else ""
+        if uid and uid_is_valid(uid) and path == self.root / self.relative_path(uid):
+            return self.relative_path(uid), uid
+        return self._uid_of(path)
+
+    def _commit_read_sync(
+        self, writer: Part10Writer, path: Path, expected_uid: str
+    ) -> tuple[InstanceRecord, str, int, int]:
+        """Worker thread: commit the writer, then read the committed file's header back."""
+        writer.commit()  # removes its temporary file if it fails
+        return self._read_committed_sync(path, expected_uid)
+
+    async def _index_file(
+        self, rel: str, uid: str, source_ae: str | None, writer: Part10Writer | None = None
+    ) -> StoreResult:
         loop = asyncio.get_running_loop()
         async with self._hold(uid):
-            record, ts, size, mtime_ns = await loop.run_in_executor(
-                None, self._read_committed_sync, self.root / rel, uid
-            )
+            if writer is not None:
+                record, ts, size, mtime_ns = await loop.run_in_executor(
+                    None, self._commit_read_sync, writer, self.root / rel, uid
+                )
+            else:
+                record, ts, size, mtime_ns = await loop.run_in_executor(
+                    None, self._read_committed_sync, self.root / rel, uid
+                )
             replaced = await self.index.add_instance(
                 record, rel, ts, size, source_ae, file_mtime_ns=mtime_ns
             )

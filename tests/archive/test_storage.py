@@ -307,6 +307,33 @@ async def test_cancelled_store_still_completes_consistently(tmp_path: Path) -> N
 # ---------------------------------------------------------------------------
 
 
+async def test_index_commits_are_synced_at_checkpoints_and_rows_lost_are_rebuilt(tmp_path: Path) -> None:
+    # With fsync on, the files are fsynced before their row is committed and
+    # the index runs WAL with synchronous=NORMAL (1): a power cut can lose the
+    # last commits, and the recovery of the next open indexes those files.
+    root = tmp_path / "archive"
+    s = await Storage.open(root)
+    try:
+        assert await s.index.call(lambda ix: ix._conn.execute("PRAGMA synchronous").fetchone()[0]) == 1
+        await s.store(CT, uid(30), ExplicitVRLittleEndian, encode(make_ds(30)))
+        await s.store(CT, uid(31), ExplicitVRLittleEndian, encode(make_ds(31)))
+        # the rows of the last commits "lost" (as a power cut may do)
+        await s.index.remove_instance(uid(31))
+    finally:
+        await s.close()
+    s = await Storage.open(root)
+    try:
+        assert await s.index.get_instance(uid(30)) is not None
+        assert await s.index.get_instance(uid(31)) is not None  # re-indexed from its file
+    finally:
+        await s.close()
+    s = await Storage.open(root, fsync=False)
+    try:
+        assert await s.index.call(lambda ix: ix._conn.execute("PRAGMA synchronous").fetchone()[0]) == 0
+    finally:
+        await s.close()
+
+
 async def test_recover_repairs_every_kind_of_damage(tmp_path: Path) -> None:
     root = tmp_path / "archive"
     s = await Storage.open(root)

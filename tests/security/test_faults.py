@@ -43,7 +43,6 @@ from tests import _sync
 from aiodicom.aio.association import Association
 from aiodicom.aio.errors import AssociationAborted
 from aiodicom.archive.server import ArchiveServer, create_archive_server
-from aiodicom.archive.storage import Storage
 from aiodicom.dataset import EncodedDataset
 from aiodicom.dimse.commands import C_STORE_RQ, Command, encode_command
 from aiodicom.part10 import Part10Writer
@@ -534,18 +533,18 @@ async def test_archive_store_failure_leaves_no_file(
 ) -> None:
     """The archive's index commit fails: 0xC001, the written file is removed, nothing indexed."""
     root = archive.storage.root
-    real = Storage.index_committed
+    index = archive.storage.index
 
-    async def broken(self: Storage, *args: Any, **kwargs: Any) -> Any:
+    async def broken(*args: Any, **kwargs: Any) -> Any:
         raise Boom("index is on fire")
 
     ds = make_ct(1, pixels=64 * 1024)
     async with archive_client(archive) as assoc:
-        monkeypatch.setattr(Storage, "index_committed", broken)
+        monkeypatch.setattr(index, "add_instance", broken)  # after the file's commit
         assert int(await assoc.store(ds)) == STORE_HANDLER_FAILED
         assert storage_files(root) == []
         assert await archive.storage.index.get_instance(ds.SOPInstanceUID) is None
-        monkeypatch.setattr(Storage, "index_committed", real)
+        monkeypatch.undo()
         assert (await assoc.store(ds)).is_success  # the same association keeps working
         assert await assoc.echo() == 0
     assert [p.name for p in storage_files(root)] == [f"{ds.SOPInstanceUID}.dcm"]
