@@ -341,15 +341,21 @@ async def _store_dataset(
     return await _exchange(assoc, ctx, cmd, encoded.fragments)
 
 
-def resolve_file_uids(info: Part10Info) -> None:
+def resolve_file_uids(info: Part10Info, fd: int | None = None) -> None:
     """Set *info*'s SOP UIDs from the data set itself when they differ from the File Meta.
 
     The command must name the instance that is sent (DCMTK's storescp
     refuses a mismatch); only a 64 KiB prefix of the data set is parsed.
+    ``fd``, an open descriptor of the file, is read instead of opening
+    ``info.path`` again.
     """
-    with open(info.path, "rb") as fp:
-        fp.seek(info.dataset_offset)
-        head = fp.read(min(info.dataset_length, _UID_PREFIX))
+    n = min(info.dataset_length, _UID_PREFIX)
+    if fd is not None:
+        head = os.pread(fd, n, info.dataset_offset)
+    else:
+        with open(info.path, "rb") as fp:
+            fp.seek(info.dataset_offset)
+            head = fp.read(n)
     try:
         sop_class, sop_instance = EncodedDataset([head], info.transfer_syntax).sop_uids()
     except DatasetDecodeError:
@@ -362,37 +368,47 @@ def resolve_file_uids(info: Part10Info) -> None:
         info.sop_class_uid, info.sop_instance_uid = sop_class, sop_instance
 
 
+def _read_file_info(path: str | os.PathLike[str]) -> Part10Info:
+    """File Meta plus the data set's own SOP UIDs (blocking: run in a thread)."""
+    info = read_part10_info(path)
+    resolve_file_uids(info)
+    return info
+
+
 async def _store_file(
     assoc: Association, path: str | os.PathLike[str], priority: int, move_originator: tuple[str, int] | None
 ) -> Command:
-    info = read_part10_info(path)
-    resolve_file_uids(info)
-    contexts = _storage_contexts(assoc, info.sop_class_uid)
-    ctx = next((c for c in contexts if c.transfer_syntax == info.transfer_syntax), None)
-    cmd = _store_command(assoc, info.sop_class_uid, info.sop_instance_uid, priority, move_originator)
-    if ctx is not None:
-        # Send the stored bytes as they are: from the page cache with
-        # sendfile when the file is all there, else read (off the loop when
-        # large).
-        opened = open_part10_cached(info.path)
+    # A file all in the page cache is inspected on the loop (nothing there
+    # waits for the disk) and sent with sendfile; any other file is read in
+    # a worker thread, so a cold file never stalls the event loop.
+    opened = open_part10_cached(path)
+    fd: int | None = None
+    try:
         if opened is not None:
-            cached, fd = opened
-            try:
-                if (cached.dataset_offset, cached.transfer_syntax) == (info.dataset_offset, info.transfer_syntax):
-                    region = (fd, cached.dataset_offset, cached.dataset_length)
-                    return await _exchange(assoc, ctx, cmd, file=region)
-            finally:
-                os.close(fd)
-        if info.dataset_length > _STREAM_THRESHOLD:
-            return await _exchange(assoc, ctx, cmd, streamed=(_read_chunks(info), info.dataset_length))
-        _, encoded = read_part10_dataset(info.path)
-        return await _exchange(assoc, ctx, cmd, encoded.fragments)
+            info, fd = opened
+            resolve_file_uids(info, fd)  # from the page cache
+        else:
+            info = await asyncio.to_thread(_read_file_info, path)
+        contexts = _storage_contexts(assoc, info.sop_class_uid)
+        ctx = next((c for c in contexts if c.transfer_syntax == info.transfer_syntax), None)
+        cmd = _store_command(assoc, info.sop_class_uid, info.sop_instance_uid, priority, move_originator)
+        if ctx is not None:
+            # Send the stored bytes as they are.
+            if fd is not None:
+                return await _exchange(assoc, ctx, cmd, file=(fd, info.dataset_offset, info.dataset_length))
+            if info.dataset_length > _STREAM_THRESHOLD:
+                return await _exchange(assoc, ctx, cmd, streamed=(_read_chunks(info), info.dataset_length))
+            _, encoded = await asyncio.to_thread(read_part10_dataset, info.path)
+            return await _exchange(assoc, ctx, cmd, encoded.fragments)
+    finally:
+        if fd is not None:
+            os.close(fd)
     if info.transfer_syntax not in _NATIVE:
         raise _no_context(info.sop_class_uid, info.transfer_syntax, contexts)
     target = _native_target(contexts, None)
     if target is None:
         raise _no_context(info.sop_class_uid, info.transfer_syntax, contexts)
-    _, source = read_part10_dataset(info.path)
+    _, source = await asyncio.to_thread(read_part10_dataset, info.path)
     ds = source.decode()
     encoded = _encode_for(ds, source.encoding.little_endian, target.transfer_syntax)
     return await _exchange(assoc, target, cmd, encoded.fragments)

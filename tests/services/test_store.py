@@ -267,10 +267,30 @@ async def test_store_compressed_file_to_uncompressed_context_is_refused(recorder
             await assoc.store(dcmread(path))
 
 
-async def test_store_file_uses_the_data_sets_own_uids(recorder_server: Any, caplog: pytest.LogCaptureFixture) -> None:
-    """rtdose.dcm's File Meta names another instance than its data set does."""
+@pytest.mark.parametrize("cache", ["cached", "cold"])
+async def test_store_file_uses_the_data_sets_own_uids(
+    recorder_server: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, cache: str
+) -> None:
+    """rtdose.dcm's File Meta names another instance than its data set does.
+
+    A file in the page cache is inspected on the loop and sent by sendfile;
+    a cold one is read in a worker thread, never on the event loop.
+    """
+    import threading
+
     server, rec = recorder_server
     path = sample("rtdose.dcm")
+    open(path, "rb").read()
+    readers: list[bool] = []
+    if cache == "cold":
+        monkeypatch.setattr(store_mod, "open_part10_cached", lambda p: None)
+        real_info = store_mod.read_part10_info
+
+        def spy(p: Any) -> Any:
+            readers.append(threading.current_thread() is threading.main_thread())
+            return real_info(p)
+
+        monkeypatch.setattr(store_mod, "read_part10_info", spy)
     meta_uid = read_part10_info(path).sop_instance_uid
     ds_uid = dcmread(path).SOPInstanceUID
     assert meta_uid != ds_uid
@@ -278,6 +298,9 @@ async def test_store_file_uses_the_data_sets_own_uids(recorder_server: Any, capl
         assert await assoc.store(path) == 0
     assert rec.requests[0].sop_instance_uid == ds_uid
     assert any("File Meta names" in r.getMessage() for r in caplog.records)
+    assert rec.data == [dataset_bytes(path)]
+    if cache == "cold":
+        assert readers == [False]  # read in a worker thread
 
 
 async def test_store_file_not_dicom(recorder_server: Any, tmp_path: Path) -> None:
