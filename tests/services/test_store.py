@@ -467,6 +467,47 @@ async def test_send_file_through_a_full_socket_is_byte_identical(
     assert any(left != (0, 0) for left in results)  # and a full socket sent the rest through the transport
 
 
+async def test_send_file_peer_vanishing_while_the_socket_is_full_raises(tmp_path: Path) -> None:
+    """The peer drops the connection while send_file waits for the transport: it raises, nothing hangs."""
+    rec = Recorder()
+    server = await start_server(rec, max_pdu=16384)
+    path = tmp_path / "payload.bin"
+    path.write_bytes(os.urandom(4 * 1024 * 1024))
+    try:
+        async with connect(server, [CT]) as assoc:
+            ctx = assoc.find_context(CT)
+            assert ctx is not None and assoc.transport is not None
+            (peer,) = server.associations
+            assert peer.transport is not None
+            peer.transport.pause_reading()
+            assoc.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+            peer.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            full = asyncio.Event()
+            orig_drain = assoc._drain_empty
+
+            async def drain_empty() -> None:
+                full.set()
+                await orig_drain()
+
+            assoc._drain_empty = drain_empty  # type: ignore[method-assign]
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                task = asyncio.create_task(
+                    assoc.send_file(ctx.context_id, _c_store(assoc, 1), fd, 0, 4 * 1024 * 1024)
+                )
+                await asyncio.wait_for(full.wait(), 10)
+                peer.transport.abort()  # the peer vanishes mid-message
+                with pytest.raises((aiodicom.AssociationAborted, ConnectionError)):
+                    await asyncio.wait_for(task, 10)
+            finally:
+                os.close(fd)
+            await asyncio.wait_for(assoc.wait_closed(), 10)
+            assert not assoc.is_established
+    finally:
+        await server.close(timeout=1.0)
+    assert rec.requests == []
+
+
 async def test_send_file_shorter_than_announced_aborts(recorder_server: Any, tmp_path: Path) -> None:
     server, rec = recorder_server
     path = tmp_path / "short.bin"
