@@ -306,6 +306,18 @@ NOWAIT_READ_MAX = 16 * 1024 * 1024
 _META_WINDOW = 64 * 1024
 
 
+def _preadv_nowait(fd: int, view: memoryview, offset: int, flag: int) -> int | None:
+    """``preadv(..., RWF_NOWAIT)``: bytes read, or None if it would wait or is unsupported here."""
+    try:
+        return os.preadv(fd, [view], offset, flag)
+    except BlockingIOError:
+        return None
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            return None
+        raise
+
+
 def read_part10_dataset_nowait(path: StrPath) -> tuple[Part10Info, EncodedDataset] | None:
     """:func:`read_part10_dataset`, but only if no read has to wait for the disk.
 
@@ -333,14 +345,9 @@ def read_part10_dataset_nowait(path: StrPath) -> tuple[Part10Info, EncodedDatase
         view = memoryview(buf)
         got = 0
         while got < size:
-            try:
-                n = os.preadv(fd, [view[got:]], got, flag)
-            except BlockingIOError:
+            n = _preadv_nowait(fd, view[got:], got, flag)
+            if n is None:
                 return None
-            except OSError as exc:
-                if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
-                    return None
-                raise
             if n == 0:
                 break  # shorter than fstat said: parse what is there
             got += n
@@ -468,14 +475,10 @@ def open_part10_cached(path: StrPath) -> tuple[Part10Info, int] | None:
         if size > SENDFILE_MAX:
             return None
         window = bytearray(min(size, _CACHED_META_WINDOW))
-        try:
-            got = os.preadv(fd, [window], 0, flag) if window else 0
-        except BlockingIOError:
+        read = _preadv_nowait(fd, memoryview(window), 0, flag) if window else 0
+        if read is None:
             return None
-        except OSError as exc:
-            if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
-                return None
-            raise
+        got = read
         try:
             info = _parse_meta_window(memoryview(window)[:got], p, size)
         except InvalidPart10Error:

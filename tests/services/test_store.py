@@ -16,7 +16,7 @@ import struct
 import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from pydicom import dcmread
@@ -407,6 +407,27 @@ def _c_store(assoc: aiodicom.Association, mid: int, uid: str = "1.2.3") -> Comma
     return Command(C_STORE_RQ, message_id=mid, affected_sop_class_uid=CT, affected_sop_instance_uid=uid, priority=0)
 
 
+def _stall_peer(server: aiodicom.Server, assoc: aiodicom.Association) -> tuple[asyncio.Transport, asyncio.Event]:
+    """Stop the server side reading, with small fixed socket buffers (no
+    autotuning to megabytes), so that send_file fills the socket.  Returns
+    the peer's transport and an event set when send_file waits for the
+    transport to drain."""
+    (peer,) = server.associations
+    assert peer.transport is not None and assoc.transport is not None
+    peer.transport.pause_reading()
+    assoc.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+    peer.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    full = asyncio.Event()
+    orig_drain = assoc._drain_empty
+
+    async def drain_empty() -> None:
+        full.set()
+        await orig_drain()
+
+    assoc._drain_empty = drain_empty  # type: ignore[method-assign]
+    return cast(asyncio.Transport, peer.transport), full
+
+
 async def test_send_file_through_a_full_socket_is_byte_identical(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -431,28 +452,14 @@ async def test_send_file_through_a_full_socket_is_byte_identical(
         async with connect(server, [CT]) as assoc:
             ctx = assoc.find_context(CT)
             assert ctx is not None
-            (peer,) = server.associations
-            assert peer.transport is not None
-            peer.transport.pause_reading()  # the receiver stalls: the socket fills up
-            # small fixed socket buffers (no autotuning to megabytes)
-            assert assoc.transport is not None
-            assoc.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
-            peer.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-            full = asyncio.Event()
-            orig_drain = assoc._drain_empty
-
-            async def drain_empty() -> None:
-                full.set()
-                await orig_drain()
-
-            assoc._drain_empty = drain_empty  # type: ignore[method-assign]
+            peer, full = _stall_peer(server, assoc)
             mid = assoc.next_message_id()
             op = assoc.open_operation(ctx.context_id, mid)
             fd = os.open(path, os.O_RDONLY)
             try:
                 task = asyncio.create_task(assoc.send_file(ctx.context_id, _c_store(assoc, mid), fd, 4, len(payload)))
                 await asyncio.wait_for(full.wait(), 10)
-                peer.transport.resume_reading()
+                peer.resume_reading()
                 await asyncio.wait_for(task, 30)
             finally:
                 os.close(fd)
@@ -476,27 +483,15 @@ async def test_send_file_peer_vanishing_while_the_socket_is_full_raises(tmp_path
     try:
         async with connect(server, [CT]) as assoc:
             ctx = assoc.find_context(CT)
-            assert ctx is not None and assoc.transport is not None
-            (peer,) = server.associations
-            assert peer.transport is not None
-            peer.transport.pause_reading()
-            assoc.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
-            peer.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-            full = asyncio.Event()
-            orig_drain = assoc._drain_empty
-
-            async def drain_empty() -> None:
-                full.set()
-                await orig_drain()
-
-            assoc._drain_empty = drain_empty  # type: ignore[method-assign]
+            assert ctx is not None
+            peer, full = _stall_peer(server, assoc)
             fd = os.open(path, os.O_RDONLY)
             try:
                 task = asyncio.create_task(
                     assoc.send_file(ctx.context_id, _c_store(assoc, 1), fd, 0, 4 * 1024 * 1024)
                 )
                 await asyncio.wait_for(full.wait(), 10)
-                peer.transport.abort()  # the peer vanishes mid-message
+                peer.abort()  # the peer vanishes mid-message
                 with pytest.raises((aiodicom.AssociationAborted, ConnectionError)):
                     await asyncio.wait_for(task, 10)
             finally:
