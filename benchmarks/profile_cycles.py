@@ -7,7 +7,7 @@ clock (``time.thread_time``), so time spent waiting or preempted by the peer
 is not charged to Python functions; the peer runs in its own process:
 
 * ``--side scp``: an aiodicom :class:`~aiodicom.Server` here, loaded by the
-  benchmark's fixed client (aiodicom SCU on uvloop, subprocess);
+  benchmark's fixed client (``benchmarks.raw_client`` on uvloop, subprocess);
 * ``--side scu``: the aiodicom SCU cycle loops here, against the fixed
   aiodicom server on uvloop (subprocess).
 
@@ -41,7 +41,7 @@ async def _scp(args: argparse.Namespace, prof: cProfile.Profile) -> dict[str, fl
     await server.start("127.0.0.1", 0)
     port = server.port
     argv = python_module(
-        "benchmarks.aio_client",
+        "benchmarks.raw_client",
         "--loop",
         "uvloop",
         "--port",

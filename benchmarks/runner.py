@@ -4,7 +4,8 @@ One *cycle* = TCP connect + A-ASSOCIATE-RQ/AC + C-ECHO-RQ/RSP +
 A-RELEASE-RQ/RP + close.  Two tables:
 
 (a) SCP side -- the server is under test; the load comes from a fixed fast
-    client (aiodicom's SCU on uvloop in its own process).
+    client (``benchmarks.raw_client``: pre-encoded PDUs, every reply checked,
+    uvloop, in its own process).
 (b) SCU side -- the client is under test; it cycles against a fixed fast
     server (aiodicom's server on uvloop in its own process).
 
@@ -45,7 +46,10 @@ HOST = "127.0.0.1"
 SIDES = ("scp", "scu")
 
 SIDE_TITLES = {
-    "scp": "(a) SCP side - the SERVER is under test; fixed load generator: aiodicom SCU on uvloop (separate process)",
+    "scp": (
+        "(a) SCP side - the SERVER is under test; fixed load generator: benchmarks.raw_client "
+        "(pre-encoded PDUs, replies checked; uvloop, separate process)"
+    ),
     "scu": "(b) SCU side - the CLIENT is under test; fixed peer: aiodicom server on uvloop (separate process)",
 }
 
@@ -333,7 +337,7 @@ def _run_once(
             assert impl.server_cmd is not None
             server = _start(impl.key, impl.server_cmd)
             argv = python_module(
-                "benchmarks.aio_client", "--loop", "uvloop", *_loadgen_common(server.port, cfg, server.pid)
+                "benchmarks.raw_client", "--loop", "uvloop", *_loadgen_common(server.port, cfg, server.pid)
             )
             watched = server
         else:
