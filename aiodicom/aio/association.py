@@ -173,12 +173,9 @@ class Association(asyncio.BufferedProtocol):
         """asyncio callback: the connection is up; start the upper layer (a requestor sends its A-ASSOCIATE-RQ)."""
         # uvloop's transports are not asyncio.Transport subclasses
         self.transport = transport  # type: ignore[assignment]
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except (OSError, AttributeError):
-                pass
+        # No setsockopt(TCP_NODELAY) here: asyncio's and uvloop's TCP
+        # transports set it on every connection they make or accept
+        # (tests/aio/test_nodelay.py checks both), so Nagle never delays a PDU.
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.peer_address = (str(peer[0]), int(peer[1]))
@@ -329,7 +326,8 @@ class Association(asyncio.BufferedProtocol):
                 # A later PDU of the same read already ended the association.
                 pass
             elif not ev.collision or self.conn.state == State.STA9:
-                self._fail_ops(AssociationAborted("association released by the peer"))
+                if self._ops:
+                    self._fail_ops(AssociationAborted("association released by the peer"))
                 self.conn.release_response()
             else:
                 self._release_after_confirm = True  # Sta10: answer after the RP arrives
@@ -362,9 +360,10 @@ class Association(asyncio.BufferedProtocol):
                     reasm.reset()
                 except Exception:  # noqa: BLE001 - closing must go on
                     log.exception("discarding a partial message failed")
-            exc2 = AssociationAborted("connection closed")
-            self._fail_established(exc2)
-            self._fail_ops(exc2)
+            if self._ops or not self.established.done():
+                exc2 = AssociationAborted("connection closed")
+                self._fail_established(exc2)
+                self._fail_ops(exc2)
             if self._released is not None and not self._released.done():
                 self._released.set_result(None)
             for task in list(self._running.values()):
