@@ -12,8 +12,9 @@ cycles are counted as errors (during warm-up too: ``errors_total``).
 
 CPU time is sampled at the window edges, for this process (``self``), its
 reaped child processes (``children``, the DCMTK ``echoscu`` driver) and the
-peer process (``--peer-pid``, read from ``/proc/PID/stat`` including the
-peer's reaped children, so a forking ``storescp`` is counted in full).
+peer process (``--peer-pid``, read from ``/proc`` for it and all its
+descendants, reaped or live, so a forking ``storescp`` or the workers of
+``aiodicom serve --workers N`` are counted in full).
 
 Each cell's result is printed to stdout as one line: ``BENCH_RESULT {json}``.
 """
@@ -61,18 +62,55 @@ def percentile(sorted_values: Sequence[float], q: float) -> float | None:
     return sorted_values[k]
 
 
-def proc_cpu_seconds(pid: int) -> float | None:
-    """User+system CPU seconds of ``pid`` and its reaped children (Linux /proc)."""
+def _stat_fields(pid: int | str) -> list[str] | None:
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read().decode("ascii", "replace")
     except OSError:
         return None
     # the command name (field 2) may contain spaces: split after its ')'
-    fields = data[data.rindex(")") + 2 :].split()
+    return data[data.rindex(")") + 2 :].split()
+
+
+def _children(pid: int) -> dict[int, list[int]]:
+    """Parent pid -> live child pids, for every process on the machine."""
+    tree: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return tree
+    for name in entries:
+        if not name.isdigit():
+            continue
+        fields = _stat_fields(name)
+        if fields is not None:
+            tree.setdefault(int(fields[1]), []).append(int(name))  # fields[1] is field 4, ppid
+    return tree
+
+
+def proc_cpu_seconds(pid: int) -> float | None:
+    """User+system CPU seconds of ``pid`` and all its descendants (Linux /proc).
+
+    Reaped descendants are in the process's cutime/cstime; live ones (the
+    workers of ``aiodicom serve --workers N``, the children of a forking
+    ``storescp``) are read from their own ``/proc`` entries, so a
+    multi-process server is counted whole whether or not its children have
+    exited.
+    """
+    fields = _stat_fields(pid)
+    if fields is None:
+        return None
     # fields[0] is field 3 (state); utime, stime, cutime, cstime are 14..17
-    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
-    return (utime + stime + cutime + cstime) / _CLK_TCK
+    ticks = sum(int(x) for x in fields[11:15])
+    tree = _children(pid)
+    todo = list(tree.get(pid, ()))
+    while todo:
+        child = todo.pop()
+        cf = _stat_fields(child)
+        if cf is not None:
+            ticks += sum(int(x) for x in cf[11:15])
+            todo.extend(tree.get(child, ()))
+    return ticks / _CLK_TCK
 
 
 def _rusage_seconds(who: int) -> float:

@@ -161,7 +161,7 @@ def implementations(cfg: Config) -> list[Impl]:
     echoscu = dcmtk_tool("echoscu")
     dcmtk_env = python_env({"TCP_NODELAY": "1"})
 
-    def aiodicom_server(uv: bool) -> Callable[[int, str], tuple[list[str], dict[str, str]]]:
+    def aiodicom_server(uv: bool, workers: int = 1) -> Callable[[int, str], tuple[list[str], dict[str, str]]]:
         def cmd(port: int, tmp: str) -> tuple[list[str], dict[str, str]]:
             argv = python_module(
                 "aiodicom", "serve", "--quiet", "--host", HOST, "--port", str(port),
@@ -169,9 +169,13 @@ def implementations(cfg: Config) -> list[Impl]:
             )
             if not uv:
                 argv.append("--no-uvloop")
+            if workers > 1:
+                argv += ["--workers", str(workers)]
             return argv, python_env()
 
         return cmd
+
+    workers = worker_count()
 
     def pynd_server(nodelay: bool) -> Callable[[int, str], tuple[list[str], dict[str, str]]]:
         def cmd(port: int, tmp: str) -> tuple[list[str], dict[str, str]]:
@@ -210,6 +214,9 @@ def implementations(cfg: Config) -> list[Impl]:
         Impl("scp", "aiodicom-asyncio", "aiodicom server, asyncio loop", "aiodicom",
              server_cmd=aiodicom_server(False)),
         Impl("scp", "aiodicom-uvloop", "aiodicom server, uvloop", "aiodicom", server_cmd=aiodicom_server(True)),
+        Impl("scp", "aiodicom-workers", f"aiodicom serve --workers {workers}, uvloop", "aiodicom",
+             server_cmd=aiodicom_server(True, workers),
+             note=f"{workers} processes sharing the port (SO_REUSEPORT), one per CPU"),
         Impl("scp", "pynetdicom", "pynetdicom SCP (threads)", "pynetdicom", unavailable=no_pynd,
              server_cmd=pynd_server(False)),
         Impl("scp", "pynetdicom-nodelay", "pynetdicom SCP + TCP_NODELAY", "pynetdicom", unavailable=no_pynd,
@@ -228,6 +235,15 @@ def implementations(cfg: Config) -> list[Impl]:
              client_cmd=echoscu_client, cpu_key="children",
              note="includes fork+exec and DCMTK start-up per cycle"),
     ]  # fmt: skip
+
+
+def worker_count() -> int:
+    """Workers for the multi-process row: one per CPU this process may use, at least 2."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cpus = os.cpu_count() or 1
+    return max(2, cpus)
 
 
 # ------------------------------------------------------------------- running
@@ -559,8 +575,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--impl",
         default=None,
-        help="comma-separated implementation keys: aiodicom-asyncio, aiodicom-uvloop, pynetdicom, "
-        "pynetdicom-nodelay, dcmtk, dcmtk-fork [all]",
+        help="comma-separated implementation keys: aiodicom-asyncio, aiodicom-uvloop, aiodicom-workers (SCP), "
+        "pynetdicom, pynetdicom-nodelay, dcmtk, dcmtk-fork [all]",
     )
     p.add_argument("--quick", action="store_true", help="tiny smoke run (0.5 s cells, clients 1,4)")
     p.add_argument("--json", dest="json_path", metavar="PATH", help="save raw results (with latencies) here")

@@ -23,6 +23,8 @@ if str(ROOT) not in sys.path:
 from benchmarks import runner
 
 IMPLS = ["aiodicom-asyncio", "aiodicom-uvloop", "pynetdicom"]
+#: the multi-process server exists on the SCP side only
+SIDE_IMPLS = {"scp": [*IMPLS, "aiodicom-workers"], "scu": IMPLS}
 CLIENTS = [1, 2]
 
 
@@ -33,7 +35,7 @@ def _config(side: str, json_path: Path) -> runner.Config:
         warmup=0.05,
         pause=0.05,
         sides=[side],
-        impls=set(IMPLS),
+        impls=set(SIDE_IMPLS[side]),
         json_path=str(json_path),
     )
 
@@ -46,7 +48,7 @@ def test_benchmark_machinery(tmp_path: Path) -> None:
         reports = dict(zip(configs, pool.map(runner.run, configs.values())))
 
     for side, report in reports.items():
-        for key in IMPLS:
+        for key in SIDE_IMPLS[side]:
             for clients in CLIENTS:
                 row = report.row(side, key, clients)
                 assert row is not None, (side, key, clients)
@@ -56,13 +58,15 @@ def test_benchmark_machinery(tmp_path: Path) -> None:
                 assert row.p50_ms is not None and row.p99_ms is not None
                 # ratios against pynetdicom exist (pynetdicom's own best row is 1.0)
                 assert row.vs_pynetdicom is not None, (side, key, clients)
+                # the server's CPU is sampled whole, its worker processes included
+                assert row.cpu_us_tested is not None and row.cpu_us_tested > 0, (side, key, clients)
 
         text = runner.format_report(report)
         assert "vs pynetdicom" in text
         assert ("SCP side" if side == "scp" else "SCU side") in text
 
         data = json.loads(Path(configs[side].json_path or "").read_text())
-        assert len(data["rows"]) == len(IMPLS) * len(CLIENTS)
+        assert len(data["rows"]) == len(SIDE_IMPLS[side]) * len(CLIENTS)
         assert all(r["runs"] and r["runs"][0]["latencies_ms"] for r in data["rows"])
 
 
