@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import os
 import time
@@ -194,15 +195,24 @@ class ArchiveStore:
         try:
             if ctx is None or ctx.abstract_syntax != command.affected_sop_class_uid:
                 return _Spool(None, None, None)  # answered 0x0122 by the service
-            writer = self.storage.open_writer(
+            self.storage.relative_path(command.affected_sop_instance_uid or "")  # validates the UID
+        except Exception as exc:  # noqa: BLE001 - kept and answered as a failure
+            return _Spool(None, exc, None)
+        # Kept in memory up to SPOOL_MEMORY_LIMIT and then stored with
+        # Storage.store (one worker-thread hop); only a larger data set opens
+        # the streaming writer, on the loop, once the limit is passed.
+        return _Spool(
+            None,
+            None,
+            None,
+            opener=functools.partial(
+                self.storage.open_writer,
                 command.affected_sop_class_uid or "",
                 command.affected_sop_instance_uid or "",
                 ctx.transfer_syntax,
                 source_ae=assoc.calling_ae.strip() or None,
-            )
-        except Exception as exc:  # noqa: BLE001 - kept and answered as a failure
-            return _Spool(None, exc, None)
-        return _Spool(writer, None, writer.path)
+            ),
+        )
 
     async def _commit_and_index(
         self, writer: Part10Writer, sop_instance_uid: str, source_ae: str | None

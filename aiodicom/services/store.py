@@ -23,6 +23,7 @@ import array
 import asyncio
 import contextlib
 import errno
+import functools
 import logging
 import os
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
@@ -417,21 +418,57 @@ async def _store_file(
 # ============================================================== SCP
 
 
+#: A streamed C-STORE data set is first kept in memory -- the received PDU
+#: buffers themselves, no copy -- until it grows past this many bytes.  One
+#: that stays below is handed to the storage handler as fragments and written
+#: in a single worker-thread hop (temporary file, write, fsync, rename), so
+#: no file is created or written on the event loop for the common instance
+#: sizes (a CT or MR image is well below 1 MiB); a larger one spills into the
+#: Part 10 writer and streams from there, with bounded memory.
+SPOOL_MEMORY_LIMIT = 1 << 20
+
+
 class _Spool:
     """Dataset sink: streams a C-STORE data set into a :class:`Part10Writer`.
+
+    With an ``opener`` the writer is only opened once more than ``limit``
+    bytes have arrived (see :data:`SPOOL_MEMORY_LIMIT`); until then the
+    fragments are kept in :attr:`held`, and a data set that ends there is
+    never written by the spool at all.
 
     Never raises into the reassembler: an I/O error is kept in ``error``, the
     temporary file is removed and the rest of the data set is discarded.
     """
 
-    __slots__ = ("writer", "error", "path")
+    __slots__ = ("writer", "error", "path", "held", "_held_bytes", "_opener", "_limit")
 
-    def __init__(self, writer: Part10Writer | None, error: BaseException | None, path: Path | None) -> None:
+    def __init__(
+        self,
+        writer: Part10Writer | None,
+        error: BaseException | None,
+        path: Path | None,
+        *,
+        opener: Callable[[], Part10Writer] | None = None,
+        limit: int | None = None,
+    ) -> None:
         self.writer = writer
         self.error = error
         self.path = path
+        #: the data set so far while it is kept in memory; None once written to a file
+        self.held: list[memoryview] | None = [] if opener is not None else None
+        self._held_bytes = 0
+        self._opener = opener
+        self._limit = SPOOL_MEMORY_LIMIT if limit is None else limit
 
     def write(self, data: memoryview) -> None:
+        held = self.held
+        if held is not None:
+            size = self._held_bytes + data.nbytes
+            if size <= self._limit:
+                held.append(data)
+                self._held_bytes = size
+                return
+            self._spill()
         w = self.writer
         if w is None:
             return
@@ -441,10 +478,25 @@ class _Spool:
             self.error = exc
             self.writer = None
 
+    def _spill(self) -> None:
+        """Past the limit: open the writer and write what was held."""
+        held, self.held = self.held or [], None
+        opener, self._opener = self._opener, None
+        assert opener is not None
+        try:
+            w = opener()
+        except Exception as exc:  # noqa: BLE001 - kept and answered as a failure
+            self.error = exc
+            return
+        self.writer, self.path = w, w.path
+        for part in held:
+            self.write(part)
+
     def close(self) -> _Spool:
         return self
 
     def abort(self) -> None:
+        self.held = None
         w, self.writer = self.writer, None
         if w is not None:
             w.abort()
@@ -494,6 +546,11 @@ class StoreRequest(RequestInfo, _EncodedPayload):
         self._encoded: EncodedDataset | None = None
         spool = message.sink_result
         self._spool = spool if isinstance(spool, _Spool) else None
+        if self._spool is not None and self._spool.held is not None and self._spool.error is None:
+            # A deferred spool that never reached its limit: the data set is
+            # in memory, exactly as without a sink.
+            self._encoded = EncodedDataset(self._spool.held, transfer_syntax)
+            self._spool = None
 
     @property
     def sop_class_uid(self) -> str:
@@ -675,17 +732,22 @@ class StoreToDirectory:
             if ctx is None or ctx.abstract_syntax != command.affected_sop_class_uid:
                 return _Spool(None, None, None)  # answered 0x0122; discard
             path = self._target(command.affected_sop_instance_uid or "")
-            writer = Part10Writer(
+        except Exception as exc:
+            return _Spool(None, exc, None)
+        return _Spool(
+            None,
+            None,
+            path,
+            opener=functools.partial(
+                Part10Writer,
                 path,
                 command.affected_sop_class_uid or "",
                 command.affected_sop_instance_uid or "",
                 ctx.transfer_syntax,
                 source_ae=assoc.calling_ae.strip() or None,
                 fsync=self.fsync,
-            )
-        except Exception as exc:
-            return _Spool(None, exc, None)
-        return _Spool(writer, None, path)
+            ),
+        )
 
     async def __call__(self, req: StoreRequest) -> int:
         loop = asyncio.get_running_loop()

@@ -312,3 +312,55 @@ async def test_restart_keeps_everything(tmp_path: Path) -> None:
     finally:
         await server.close(timeout=1.0)
     assert sorted(os.listdir(tmp_path / "got")) == [f"{ROOT}.3.1.1.dcm", f"{ROOT}.3.1.2.dcm"]
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
+@pytest.mark.parametrize("streamed", [False, True], ids=["in-memory", "streamed"])
+async def test_store_paths_index_the_same_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, streamed: bool
+) -> None:
+    """A small data set is kept in memory and stored in one worker-thread hop;
+    past the spool limit it streams into a file opened on the loop.  Either
+    way the file holds the data set as sent and the index has its row."""
+    import threading
+
+    from aiodicom import part10
+    from aiodicom.dataset import EncodedDataset
+    from aiodicom.dimse.commands import C_STORE_RQ, Command
+    from aiodicom.services import store as store_mod
+
+    if streamed:
+        monkeypatch.setattr(store_mod, "SPOOL_MEMORY_LIMIT", 100)
+    loop_thread = threading.get_ident()
+    on_loop: list[bool] = []
+    orig = part10._create_temp
+
+    def spy(directory: Path, final_name: str) -> Any:
+        on_loop.append(threading.get_ident() == loop_thread)
+        return orig(directory, final_name)
+
+    monkeypatch.setattr(part10, "_create_temp", spy)
+    server = await start_archive(tmp_path / "a")
+    ds = make_image("P9", 9, 1, 1)
+    try:
+        async with connect(server) as assoc:
+            assert await assoc.store(ds) == 0
+            bad = make_image("P9", 9, 1, 2)
+            bad.SOPInstanceUID = "1.2..3"
+            rsp = await assoc.send_request(
+                assoc.find_context(CT).context_id,  # type: ignore[union-attr]
+                Command(
+                    C_STORE_RQ, message_id=77, affected_sop_class_uid=CT,
+                    affected_sop_instance_uid="1.2..3", priority=0,
+                ),
+                EncodedDataset.from_dataset(bad, EXPLICIT).fragments,
+            )
+            assert rsp.command.status == 0x0117
+            found = await find(assoc, "study", QueryRetrieveLevel="IMAGE", StudyInstanceUID=ds.StudyInstanceUID,
+                               SeriesInstanceUID=ds.SeriesInstanceUID, SOPInstanceUID="")
+            assert [f.SOPInstanceUID for f in found] == [ds.SOPInstanceUID]
+    finally:
+        await server.close(timeout=1.0)
+    assert on_loop == [streamed]
+    (stored,) = [p for p in (tmp_path / "a" / "instances").rglob("*.dcm")]
+    assert part10.read_part10_dataset(stored)[1].tobytes() == EncodedDataset.from_dataset(ds, EXPLICIT).tobytes()

@@ -666,13 +666,18 @@ async def test_sop_class_must_match_context(tmp_path: Path) -> None:
     assert len(rec.requests) == 1
 
 
+@pytest.mark.parametrize("streamed", [False, True], ids=["in-memory", "streamed"])
 async def test_write_error_while_streaming_answers_out_of_resources(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, streamed: bool
 ) -> None:
+    if streamed:  # past the limit: written by the streaming writer as it arrives
+        monkeypatch.setattr(store_mod, "SPOOL_MEMORY_LIMIT", 1000)
+
     def full(self: Part10Writer, buf: Any) -> None:
         self.abort()
         raise OSError(errno.ENOSPC, "No space left on device")
 
+    orig_write = Part10Writer.write
     monkeypatch.setattr(Part10Writer, "write", full)
     server = await start_server(store_to_directory(tmp_path, fsync=False))
     try:
@@ -680,7 +685,7 @@ async def test_write_error_while_streaming_answers_out_of_resources(
             rsp = await store_response(assoc, dcmread(sample("CT_small.dcm")))
             assert rsp.status == 0xA700
             assert rsp.error_comment is not None and "space" in rsp.error_comment
-            monkeypatch.undo()
+            monkeypatch.setattr(Part10Writer, "write", orig_write)
             assert await assoc.store(sample("CT_small.dcm")) == 0
     finally:
         await server.close(timeout=1.0)
@@ -838,3 +843,98 @@ def test_store_batches_respect_context_limit() -> None:
     ]
     assert len(specs) == 126
 
+
+
+# ------------------------------------------------------- deferred spool
+
+
+class _FakeWriter:
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.path = Path("/nonexistent/x.dcm")
+        self.aborted = False
+
+    def write(self, buf: Any) -> None:
+        self.data += buf
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+def test_spool_keeps_data_in_memory_up_to_its_limit() -> None:
+    opened: list[_FakeWriter] = []
+
+    def opener() -> Any:
+        opened.append(_FakeWriter())
+        return opened[-1]
+
+    spool = store_mod._Spool(None, None, None, opener=opener, limit=10)
+    spool.write(memoryview(b"abcd"))
+    spool.write(memoryview(b"efghij"))  # exactly the limit: still held
+    assert opened == [] and spool.writer is None
+    assert spool.held is not None and b"".join(spool.held) == b"abcdefghij"
+    spool.write(memoryview(b"k"))  # past it: the writer gets everything, in order
+    assert len(opened) == 1 and spool.writer is opened[0] and spool.held is None
+    assert bytes(opened[0].data) == b"abcdefghijk"
+    assert spool.path == opened[0].path
+    spool.write(memoryview(b"lm"))
+    assert bytes(opened[0].data) == b"abcdefghijklm"
+    spool.abort()
+    assert opened[0].aborted and spool.writer is None
+
+
+def test_spool_opener_failure_is_kept_not_raised() -> None:
+    def opener() -> Any:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    spool = store_mod._Spool(None, None, None, opener=opener, limit=2)
+    spool.write(memoryview(b"ab"))
+    spool.write(memoryview(b"cd"))
+    assert isinstance(spool.error, OSError) and spool.writer is None and spool.held is None
+    spool.write(memoryview(b"ef"))  # discarded
+    spool.abort()
+
+
+async def _created_in(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Record, for every temporary file created, whether it was on the event loop's thread."""
+    import threading
+
+    from aiodicom import part10
+
+    loop_thread = threading.get_ident()
+    where: list[bool] = []
+    orig = part10._create_temp
+
+    def spy(directory: Path, final_name: str) -> Any:
+        where.append(threading.get_ident() == loop_thread)
+        return orig(directory, final_name)
+
+    monkeypatch.setattr(part10, "_create_temp", spy)
+    return where
+
+
+async def test_small_instance_file_is_created_off_the_loop(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    where = await _created_in(monkeypatch)
+    server = await start_server(store_to_directory(tmp_path, fsync=False))
+    try:
+        async with connect(server, [CT]) as assoc:
+            assert await assoc.store(sample("CT_small.dcm")) == 0
+    finally:
+        await server.close(timeout=1.0)
+    assert where == [False]  # one temporary file, made in a worker thread
+    (stored,) = tmp_path.iterdir()
+    assert read_part10_dataset(stored)[1].tobytes() == dataset_bytes(sample("CT_small.dcm"))
+
+
+async def test_instance_past_the_limit_streams(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(store_mod, "SPOOL_MEMORY_LIMIT", 1000)
+    where = await _created_in(monkeypatch)
+    server = await start_server(store_to_directory(tmp_path, fsync=False), max_pdu=4096)
+    try:
+        async with connect(server, [CT]) as assoc:
+            assert await assoc.store(sample("CT_small.dcm")) == 0
+    finally:
+        await server.close(timeout=1.0)
+    assert where == [True]  # opened by the streaming writer as the data arrived
+    (stored,) = tmp_path.iterdir()
+    assert read_part10_dataset(stored)[1].tobytes() == dataset_bytes(sample("CT_small.dcm"))
