@@ -195,7 +195,7 @@ class ArchiveStore:
         try:
             if ctx is None or ctx.abstract_syntax != command.affected_sop_class_uid:
                 return _Spool(None, None, None)  # answered 0x0122 by the service
-            self.storage.relative_path(command.affected_sop_instance_uid or "")  # validates the UID
+            self.storage.rel_path(command.affected_sop_instance_uid or "")  # validates the UID
         except Exception as exc:  # noqa: BLE001 - kept and answered as a failure
             return _Spool(None, exc, None)
         # Kept in memory up to SPOOL_MEMORY_LIMIT and then stored with

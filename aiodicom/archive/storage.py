@@ -3,17 +3,26 @@
 Layout (decided here, never derived from an unchecked string)::
 
     <root>/index.sqlite3                      the attribute index (+ -wal, -shm)
-    <root>/instances/<h[0:2]>/<h[2:4]>/<SOPInstanceUID>.dcm
+    <root>/instances/<h[0:3]>/<SOPInstanceUID>.dcm
 
 where ``h`` is the hex SHA-1 of the SOP Instance UID.  The UID must pass
 :func:`~aiodicom.uids.uid_is_valid` (digits and dots only, at most 64
 characters) and the file name comes from
 :func:`~aiodicom.part10.safe_instance_filename`; anything else is refused
-with :class:`ValueError` before a path is built.  The two hash levels keep
-directories small (65,536 at most, created lazily) and the path of an
-instance depends on its UID only, so a duplicate lands on the same path.
-Paths stored in the index are relative to *root* (``instances/ab/cd/….dcm``)
-and are validated against this layout again before a file is opened.
+with :class:`ValueError` before a path is built.  The path of an instance
+depends on its UID only, so a duplicate lands on the same path.  The 4,096
+directories are created as instances arrive; after the first 20,000 or so
+instances a store almost never makes a directory (a new directory costs a
+``mkdir`` and, with fsync on, an fsync of its parent before the instance is
+durable), and at ten million instances a directory holds about 2,500 files.
+Paths stored in the index are relative to *root* (``instances/abc/….dcm``)
+and are validated against the layout again before a file is opened.
+
+Archives created before this layout use two levels,
+``instances/<h[0:2]>/<h[2:4]>/<SOPInstanceUID>.dcm`` (65,536 directories,
+so most of the first hundred thousand stores made a directory); such an
+archive is recognised at :meth:`Storage.open` by its two-character
+directories and keeps its layout (:attr:`Storage.layout`).
 
 Ordering and crash consistency:
 
@@ -82,9 +91,12 @@ from aiodicom.uids import uid_is_valid
 __all__ = [
     "DATA_DIR",
     "INDEX_NAME",
+    "LAYOUT_FLAT",
+    "LAYOUT_NESTED",
     "RecoveryReport",
     "Storage",
     "StoreResult",
+    "detect_layout",
     "read_header",
     "read_header_from_fragments",
 ]
@@ -97,9 +109,34 @@ DATA_DIR: Final = "instances"
 #: (hidden; recovery removes temporary files left there).
 STAGING_DIR: Final = ".incoming"
 
-_REL_PATH_RE: Final = re.compile(
-    DATA_DIR + r"/(?P<h1>[0-9a-f]{2})/(?P<h2>[0-9a-f]{2})/(?P<uid>[0-9.]{1,64})\.dcm"
-)
+#: ``instances/<h[0:3]>/<uid>.dcm`` -- every archive created now
+LAYOUT_FLAT: Final = "flat"
+#: ``instances/<h[0:2]>/<h[2:4]>/<uid>.dcm`` -- archives created before
+LAYOUT_NESTED: Final = "nested"
+
+_REL_PATH_RE: Final = {
+    LAYOUT_FLAT: re.compile(DATA_DIR + r"/(?P<h>[0-9a-f]{3})/(?P<uid>[0-9.]{1,64})\.dcm"),
+    LAYOUT_NESTED: re.compile(
+        DATA_DIR + r"/(?P<h1>[0-9a-f]{2})/(?P<h2>[0-9a-f]{2})/(?P<uid>[0-9.]{1,64})\.dcm"
+    ),
+}
+_HEX = frozenset("0123456789abcdef")
+
+
+def detect_layout(data_dir: str | os.PathLike[str]) -> str:
+    """The layout of the instance directory *data_dir*: nested if it has two-character hash directories.
+
+    An empty or missing directory is a new archive: :data:`LAYOUT_FLAT`.
+    """
+    try:
+        with os.scandir(data_dir) as entries:
+            for entry in entries:
+                name = entry.name
+                if len(name) == 2 and set(name) <= _HEX and entry.is_dir(follow_symlinks=False):
+                    return LAYOUT_NESTED
+    except FileNotFoundError:
+        pass
+    return LAYOUT_FLAT
 
 #: The only top-level tags the index needs (plus SpecificCharacterSet).
 _HEADER_TAGS: Final[list[int]] = sorted(
@@ -316,11 +353,19 @@ class Storage:
     directories and the index skip fsync (tests and scratch data only).
     """
 
-    def __init__(self, root: str | os.PathLike[str], index: AsyncIndex, *, fsync: bool = True) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], index: AsyncIndex, *, fsync: bool = True, layout: str | None = None
+    ) -> None:
         self.root = Path(root).resolve()
         self.data_dir = self.root / DATA_DIR
         self.index = index
         self.fsync = fsync
+        if layout is None:
+            layout = detect_layout(self.data_dir)
+        if layout not in _REL_PATH_RE:
+            raise ValueError(f"unknown archive layout {layout!r}")
+        #: :data:`LAYOUT_FLAT` or, for an archive created before it, :data:`LAYOUT_NESTED`
+        self.layout = layout
         self._locks = _KeyedLocks()
         #: set by :meth:`share_between_processes`: lock files for same-UID writes
         self._lock_dir: Path | None = None
@@ -370,11 +415,16 @@ class Storage:
         """Open (creating if needed) the archive at *root*; run :meth:`recover`."""
         root_path = Path(root)
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, lambda: (root_path / DATA_DIR).mkdir(parents=True, exist_ok=True))
+
+        def prepare() -> str:
+            (root_path / DATA_DIR).mkdir(parents=True, exist_ok=True)
+            return detect_layout(root_path / DATA_DIR)
+
+        layout = await loop.run_in_executor(None, prepare)
         # NORMAL, not FULL: rows lost in a power cut are rebuilt from the
         # (fsynced) files by recover(); see the module docstring.
         index = await AsyncIndex.open(root_path / INDEX_NAME, synchronous="NORMAL" if fsync else "OFF")
-        storage = cls(root_path, index, fsync=fsync)
+        storage = cls(root_path, index, fsync=fsync, layout=layout)
         if recover:
             try:
                 await storage.recover()
@@ -386,15 +436,21 @@ class Storage:
     # -- paths -------------------------------------------------------------------
 
     @staticmethod
-    def relative_path(sop_instance_uid: str) -> str:
-        """``instances/<h1>/<h2>/<uid>.dcm`` for a valid UID; ValueError otherwise."""
+    def relative_path(sop_instance_uid: str, layout: str = LAYOUT_FLAT) -> str:
+        """``instances/<h[0:3]>/<uid>.dcm`` (or the nested form) for a valid UID; ValueError otherwise."""
         name = safe_instance_filename(sop_instance_uid)  # validates the UID
         digest = hashlib.sha1(sop_instance_uid.encode("ascii")).hexdigest()
-        return f"{DATA_DIR}/{digest[0:2]}/{digest[2:4]}/{name}"
+        if layout == LAYOUT_NESTED:
+            return f"{DATA_DIR}/{digest[0:2]}/{digest[2:4]}/{name}"
+        return f"{DATA_DIR}/{digest[0:3]}/{name}"
+
+    def rel_path(self, sop_instance_uid: str) -> str:
+        """The index-relative path of *sop_instance_uid* in this archive's layout; ValueError if invalid."""
+        return self.relative_path(sop_instance_uid, self.layout)
 
     def path_for(self, sop_instance_uid: str) -> Path:
         """Absolute final path of the instance *sop_instance_uid*."""
-        return self.root / self.relative_path(sop_instance_uid)
+        return self.root / self.rel_path(sop_instance_uid)
 
     def absolute_path(self, rel_path: str) -> Path:
         """Validate an index-relative path against the layout; return it absolute.
@@ -402,8 +458,8 @@ class Storage:
         Raises :class:`ValueError` for anything that is not exactly a path
         this class would have produced.
         """
-        m = _REL_PATH_RE.fullmatch(rel_path) if isinstance(rel_path, str) else None
-        if m is None or not uid_is_valid(m.group("uid")) or self.relative_path(m.group("uid")) != rel_path:
+        m = _REL_PATH_RE[self.layout].fullmatch(rel_path) if isinstance(rel_path, str) else None
+        if m is None or not uid_is_valid(m.group("uid")) or self.rel_path(m.group("uid")) != rel_path:
             raise ValueError(f"not an archive instance path: {rel_path!r}")
         return self.root / rel_path
 
@@ -494,7 +550,7 @@ class Storage:
         decoded, :class:`OSError` on I/O errors.  Nothing is visible as an
         instance unless this returns.
         """
-        rel = self.relative_path(sop_instance_uid)
+        rel = self.rel_path(sop_instance_uid)
         if isinstance(data, EncodedDataset):
             source: list[Buffer] | Path = list(data.fragments)
         elif isinstance(data, (bytes, bytearray, memoryview)):
@@ -654,8 +710,10 @@ class Storage:
         # A path from path_for()/open_writer() is checked without touching the
         # file system; anything else is resolved and validated.
         uid = path.name[: -len(".dcm")] if path.name.endswith(".dcm") else ""
-        if uid and uid_is_valid(uid) and path == self.root / self.relative_path(uid):
-            return self.relative_path(uid), uid
+        if uid and uid_is_valid(uid):
+            rel = self.rel_path(uid)
+            if path == self.root / rel:
+                return rel, uid
         return self._uid_of(path)
 
     def _commit_read_sync(

@@ -20,7 +20,10 @@ from aiodicom.archive.index import InvalidInstanceError
 from aiodicom.archive.storage import (
     DATA_DIR,
     INDEX_NAME,
+    LAYOUT_FLAT,
+    LAYOUT_NESTED,
     Storage,
+    detect_layout,
     read_header,
     read_header_from_fragments,
 )
@@ -117,7 +120,8 @@ async def test_store_then_query_and_retrieve(storage: Storage, ts: str) -> None:
     result = await storage.store(CT, uid(1), ts, enc, "MODALITY")
     assert result.replaced is False
     digest = hashlib.sha1(uid(1).encode()).hexdigest()
-    assert result.rel_path == f"{DATA_DIR}/{digest[:2]}/{digest[2:4]}/{uid(1)}.dcm"
+    assert result.rel_path == f"{DATA_DIR}/{digest[:3]}/{uid(1)}.dcm"
+    assert storage.layout == LAYOUT_FLAT
     path = storage.root / result.rel_path
     assert path.is_file() and result.size == path.stat().st_size
 
@@ -152,8 +156,11 @@ async def test_invalid_uids_never_become_paths(storage: Storage, bad: str) -> No
         "instances/../index.sqlite3",
         "/etc/passwd",
         "instances/00/00/1.2.3.dcm",  # wrong hash directories
+        "instances/000/1.2.3.dcm",
         "instances/aa/bb/../../../x.dcm",
+        "instances/abc/../../x.dcm",
         "instances/ab/cd/1.2.03.dcm",
+        "instances/abc/1.2.03.dcm",
         "index.sqlite3",
     ],
 )
@@ -493,3 +500,69 @@ async def test_crash_consistency_sigkill_mid_store(tmp_path: Path) -> None:
         finally:
             await s.close()
     assert (root / INDEX_NAME).exists()
+
+
+# ---------------------------------------------------------------------------
+# Layouts
+# ---------------------------------------------------------------------------
+
+
+def test_detect_layout(tmp_path: Path) -> None:
+    d = tmp_path / "instances"
+    assert detect_layout(d) == LAYOUT_FLAT  # missing: a new archive
+    d.mkdir()
+    (d / ".incoming").mkdir()
+    (d / "ab").write_text("a file, not a hash directory")
+    assert detect_layout(d) == LAYOUT_FLAT
+    (d / "abc").mkdir()
+    assert detect_layout(d) == LAYOUT_FLAT
+    (d / "0f").mkdir()
+    assert detect_layout(d) == LAYOUT_NESTED
+
+
+async def test_an_archive_in_the_nested_layout_keeps_it(tmp_path: Path) -> None:
+    """An archive created before the flat layout (instances/ab/cd/uid.dcm) is used as it is."""
+    root = tmp_path / "archive"
+    digest = hashlib.sha1(uid(30).encode()).hexdigest()
+    old_path = root / DATA_DIR / digest[:2] / digest[2:4] / f"{uid(30)}.dcm"
+    old_path.parent.mkdir(parents=True)
+    write_part10(old_path, CT, uid(30), ExplicitVRLittleEndian, encode(make_ds(30)).fragments, fsync=False)
+
+    s = await Storage.open(root)  # recovery indexes the file it finds
+    try:
+        assert s.layout == LAYOUT_NESTED
+        assert await name_in_index(s, 30) == "Doe^John"
+        loc = await s.index.get_instance(uid(30))
+        assert loc is not None and s.absolute_path(loc.rel_path) == old_path
+        result = await s.store(CT, uid(31), ExplicitVRLittleEndian, encode(make_ds(31)))
+        d31 = hashlib.sha1(uid(31).encode()).hexdigest()
+        assert result.rel_path == f"{DATA_DIR}/{d31[:2]}/{d31[2:4]}/{uid(31)}.dcm"
+        with pytest.raises(ValueError):  # a flat path is not one of this archive's
+            s.absolute_path(Storage.relative_path(uid(31), LAYOUT_FLAT))
+    finally:
+        await s.close()
+    s = await Storage.open(root)
+    try:
+        assert s.layout == LAYOUT_NESTED
+        assert (await s.recover()).orphans_indexed == 0
+        assert {st.sop_instance_uid for st in await s.index.file_states()} == {uid(30), uid(31)}
+    finally:
+        await s.close()
+
+
+async def test_a_new_archive_makes_one_directory_level(tmp_path: Path) -> None:
+    s = await Storage.open(tmp_path / "archive")
+    try:
+        for n in range(40, 45):
+            await s.store(CT, uid(n), ExplicitVRLittleEndian, encode(make_ds(n)))
+        assert s.layout == LAYOUT_FLAT
+        dirs = [p for p in (s.root / DATA_DIR).iterdir() if not p.name.startswith(".")]
+        assert dirs and all(len(p.name) == 3 and p.is_dir() for p in dirs)
+        assert all(f.parent.parent == s.root / DATA_DIR for f in files_under(s.root, ".dcm"))
+    finally:
+        await s.close()
+    s = await Storage.open(tmp_path / "archive")
+    try:
+        assert s.layout == LAYOUT_FLAT
+    finally:
+        await s.close()
