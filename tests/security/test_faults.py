@@ -46,6 +46,7 @@ from aiodicom.archive.server import ArchiveServer, create_archive_server
 from aiodicom.dataset import EncodedDataset
 from aiodicom.dimse.commands import C_STORE_RQ, Command, encode_command
 from aiodicom.part10 import Part10Writer
+from aiodicom.services import store as store_mod
 from aiodicom.services.find import FindRequest, serve_find
 from aiodicom.services.get import GetRequest, GetResult, ReceivedInstance, get_contexts, serve_get
 from aiodicom.services.store import StoreRequest, serve_store
@@ -196,8 +197,13 @@ async def still_serves_archive(server: ArchiveServer, ds: Dataset) -> None:
 # 1. peer vanishes mid C-STORE
 
 
+@pytest.mark.parametrize("streamed", [True, False], ids=["streamed", "in-memory"])
 @pytest.mark.parametrize("how", ["reset", "close"])
-async def test_peer_vanishes_mid_store_leaves_no_partial_file(archive: ArchiveServer, how: str) -> None:
+async def test_peer_vanishes_mid_store_leaves_no_partial_file(
+    archive: ArchiveServer, how: str, streamed: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if streamed:  # past the spool limit: the data set goes into a temporary file as it arrives
+        monkeypatch.setattr(store_mod, "SPOOL_MEMORY_LIMIT", 1000)
     root = archive.storage.root
     ds = make_ct(1, pixels=256 * 1024)
     uid = ds.SOPInstanceUID
@@ -221,10 +227,14 @@ async def test_peer_vanishes_mid_store_leaves_no_partial_file(archive: ArchiveSe
         writer.write(p_data(1, 0x00, fragment))  # data set, not the last fragment
     await writer.drain()
     sent = len(rq.encode()) + 6 + 6 + len(cmd) + sum(len(f) + 12 for f in partial)
-    # The server consumed all of it: the instance is being streamed into a temporary file.
+    # The server consumed all of it: the instance is being streamed into a
+    # temporary file, or (below the spool limit) is still only in memory.
     await poll(lambda: srv_assoc.bytes_received >= sent, "server read the partial data set")
     during = storage_files(root)
-    assert len(during) == 1 and during[0].name.endswith(".tmp"), during
+    if streamed:
+        assert len(during) == 1 and during[0].name.endswith(".tmp"), during
+    else:
+        assert during == []
 
     vanish(writer.transport, how)
     await closed(srv_assoc)
