@@ -190,7 +190,7 @@ class ArchiveStore:
         self.storage = storage
 
     def dataset_sink(self, assoc: Association, context_id: int, command: Command) -> _Spool:
-        """Open the archive's writer for the incoming data set (never raises)."""
+        """The sink for the incoming data set: the archive's writer once it passes the memory limit (never raises)."""
         ctx = assoc.contexts.get(context_id)
         try:
             if ctx is None or ctx.abstract_syntax != command.affected_sop_class_uid:

@@ -703,8 +703,9 @@ class StoreToDirectory:
     success response goes out.  The file name comes only from
     :func:`~aiodicom.part10.safe_instance_filename`: an instance whose UID is
     not a valid UID is refused with status 0x0117 and nothing is written.
-    Registered with :func:`serve_store`, the data set is streamed to disk as
-    it arrives (:meth:`dataset_sink`).
+    Registered with :func:`serve_store`, a data set larger than
+    :data:`SPOOL_MEMORY_LIMIT` is streamed to disk as it arrives
+    (:meth:`dataset_sink`); a smaller one is written in one worker-thread hop.
     """
 
     def __init__(
@@ -726,7 +727,7 @@ class StoreToDirectory:
         return self.directory / name
 
     def dataset_sink(self, assoc: Association, context_id: int, command: Command) -> _Spool:
-        """Open a Part 10 writer for the incoming data set (never raises)."""
+        """The sink for the incoming data set: a Part 10 writer once it passes the memory limit (never raises)."""
         ctx = assoc.contexts.get(context_id)
         try:
             if ctx is None or ctx.abstract_syntax != command.affected_sop_class_uid:
