@@ -8,13 +8,12 @@ and as the SCU under test (asyncio or uvloop)::
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import time
 
 import aiodicom
 
-from .common import STRAGGLER_GRACE, Window, emit, loadgen_parser
+from .common import Window, loadgen_parser, run_cells, run_on, run_window
 
 
 async def _cycle(host: str, port: int, called: str, calling: str, timeout: float) -> int:
@@ -63,49 +62,22 @@ async def run_cell(
     peer_pid: int | None = None,
 ) -> dict[str, object]:
     """Run one cell on the running loop; returns its result dict."""
-    w = Window(clients, warmup, duration, peer_pid)
-    loop = asyncio.get_running_loop()
-    workers = [loop.create_task(_worker(w, host, port, called, calling, timeout)) for _ in range(clients)]
-    await w.measure_async()
-    done, pending = await asyncio.wait(workers, timeout=STRAGGLER_GRACE)
-    for t in pending:
-        t.cancel()
-    if pending:
-        await asyncio.wait(pending, timeout=2.0)
-    for t in done:
-        if not t.cancelled() and t.exception() is not None:  # pragma: no cover - workers catch
-            w.error(time.perf_counter(), repr(t.exception()))
-    return w.result(stragglers_cancelled=len(pending), loop=type(loop).__module__)
 
+    async def worker(w: Window) -> None:
+        await _worker(w, host, port, called, calling, timeout)
 
-async def _main_async(args: argparse.Namespace) -> int:
-    for i, n in enumerate(args.clients):
-        if i:
-            await asyncio.sleep(args.pause)
-        res = await run_cell(
-            n,
-            args.warmup,
-            args.duration,
-            args.host,
-            args.port,
-            args.called_ae,
-            args.calling_ae,
-            args.timeout,
-            args.peer_pid,
-        )
-        emit(res)
-    return 0
+    return await run_window(Window(clients, warmup, duration, peer_pid), worker)
 
 
 def main() -> int:
     p = loadgen_parser(__doc__ or "")
     p.add_argument("--loop", choices=("asyncio", "uvloop"), default="uvloop")
     args = p.parse_args()
-    if args.loop == "uvloop":
-        import uvloop
 
-        return int(uvloop.run(_main_async(args)))
-    return asyncio.run(_main_async(args))
+    async def worker(w: Window) -> None:
+        await _worker(w, args.host, args.port, args.called_ae, args.calling_ae, args.timeout)
+
+    return run_on(args.loop, run_cells(args, worker))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import resource
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 __all__ = [
@@ -41,6 +41,9 @@ __all__ = [
     "parse_clients",
     "percentile",
     "proc_cpu_seconds",
+    "run_cells",
+    "run_on",
+    "run_window",
 ]
 
 RESULT_PREFIX = "BENCH_RESULT "
@@ -286,3 +289,43 @@ def loadgen_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--peer-pid", type=int, default=None, help="sample this process's CPU time")
     p.add_argument("--timeout", type=float, default=10.0, help="per-cycle connect/ACSE/DIMSE timeout")
     return p
+
+
+async def run_window(w: Window, worker: Callable[[Window], Coroutine[Any, Any, None]], **extra: Any) -> dict[str, Any]:
+    """Run ``w.clients`` copies of ``worker(w)`` on the running loop through the window; the cell's result.
+
+    Loops still in a cycle when the window closes get :data:`STRAGGLER_GRACE`
+    seconds to finish it, then are cancelled (counted in the result).
+    """
+    loop = asyncio.get_running_loop()
+    workers = [loop.create_task(worker(w)) for _ in range(w.clients)]
+    await w.measure_async()
+    done, pending = await asyncio.wait(workers, timeout=STRAGGLER_GRACE)
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending, timeout=2.0)
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:  # pragma: no cover - workers catch
+            w.error(time.perf_counter(), repr(task.exception()))
+    return w.result(stragglers_cancelled=len(pending), loop=type(loop).__module__, **extra)
+
+
+async def run_cells(
+    args: argparse.Namespace, worker: Callable[[Window], Coroutine[Any, Any, None]], **extra: Any
+) -> int:
+    """One :func:`run_window` per client count of ``args`` (see :func:`loadgen_parser`), each emitted."""
+    for i, n in enumerate(args.clients):
+        if i:
+            await asyncio.sleep(args.pause)
+        emit(await run_window(Window(n, args.warmup, args.duration, args.peer_pid), worker, **extra))
+    return 0
+
+
+def run_on(loop_name: str, main: Coroutine[Any, Any, int]) -> int:
+    """Run a load generator's ``main`` on uvloop or asyncio's own loop."""
+    if loop_name == "uvloop":
+        import uvloop
+
+        return int(uvloop.run(main))
+    return int(asyncio.run(main))

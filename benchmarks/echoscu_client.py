@@ -19,7 +19,7 @@ import os
 import random
 import time
 
-from .common import STRAGGLER_GRACE, Window, emit, loadgen_parser
+from .common import Window, loadgen_parser, run_cells, run_on
 
 
 async def _worker(w: Window, argv: list[str], env: dict[str, str]) -> None:
@@ -74,19 +74,11 @@ async def _main_async(args: argparse.Namespace) -> int:
         args.host,
         str(args.port),
     ]
-    for i, n in enumerate(args.clients):
-        if i:
-            await asyncio.sleep(args.pause)
-        w = Window(n, args.warmup, args.duration, args.peer_pid)
-        workers = [asyncio.ensure_future(_worker(w, argv, env)) for _ in range(n)]
-        await w.measure_async()
-        _, pending = await asyncio.wait(workers, timeout=STRAGGLER_GRACE)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending, timeout=2.0)
-        emit(w.result(stragglers_cancelled=len(pending), process_per_cycle=True))
-    return 0
+
+    async def worker(w: Window) -> None:
+        await _worker(w, argv, env)
+
+    return await run_cells(args, worker, process_per_cycle=True)
 
 
 def main() -> int:
@@ -94,11 +86,10 @@ def main() -> int:
     p.add_argument("--echoscu", default="/usr/bin/echoscu", help="path of DCMTK's echoscu")
     args = p.parse_args()
     try:
-        import uvloop
-
-        return int(uvloop.run(_main_async(args)))
+        import uvloop  # noqa: F401
     except ImportError:  # pragma: no cover
-        return asyncio.run(_main_async(args))
+        return run_on("asyncio", _main_async(args))
+    return run_on("uvloop", _main_async(args))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ to the transport's close, as in the other generators.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import errno
 import os
@@ -45,7 +44,7 @@ from aiodicom.uids import (
 from aiodicom.ul import pdu as P
 from aiodicom.ul.negotiation import DEFAULT_MAX_PDU
 
-from .common import STRAGGLER_GRACE, Window, emit, loadgen_parser
+from .common import Window, loadgen_parser, run_cells, run_on
 
 __all__ = ["CycleError", "EchoCycle", "cycle", "encode_cycle", "main"]
 
@@ -273,33 +272,16 @@ async def _worker(w: Window, host: str, port: int, pdus: tuple[bytes, bytes, byt
             w.first_cycle_done()
 
 
-async def _main_async(args: argparse.Namespace) -> int:
-    pdus = encode_cycle(args.called_ae, args.calling_ae)
-    loop = asyncio.get_running_loop()
-    for i, n in enumerate(args.clients):
-        if i:
-            await asyncio.sleep(args.pause)
-        w = Window(n, args.warmup, args.duration, args.peer_pid)
-        workers = [loop.create_task(_worker(w, args.host, args.port, pdus, args.timeout)) for _ in range(n)]
-        await w.measure_async()
-        _, pending = await asyncio.wait(workers, timeout=STRAGGLER_GRACE)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending, timeout=2.0)
-        emit(w.result(stragglers_cancelled=len(pending), loop=type(loop).__module__, loadgen="raw"))
-    return 0
-
-
 def main() -> int:
     p = loadgen_parser(__doc__ or "")
     p.add_argument("--loop", choices=("asyncio", "uvloop"), default="uvloop")
     args = p.parse_args()
-    if args.loop == "uvloop":
-        import uvloop
+    pdus = encode_cycle(args.called_ae, args.calling_ae)
 
-        return int(uvloop.run(_main_async(args)))
-    return asyncio.run(_main_async(args))
+    async def worker(w: Window) -> None:
+        await _worker(w, args.host, args.port, pdus, args.timeout)
+
+    return run_on(args.loop, run_cells(args, worker, loadgen="raw"))
 
 
 if __name__ == "__main__":

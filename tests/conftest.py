@@ -107,3 +107,23 @@ def tmp_storage(tmp_path: "os.PathLike[str]") -> Iterator[str]:
     os.makedirs(path)
     yield path
 
+
+
+@pytest.fixture
+def temp_files_on_loop(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """For every Part 10 temporary file created during the test: whether it was
+    created on the event loop's thread (the test's thread) or in a worker thread."""
+    import threading
+
+    from aiodicom import part10
+
+    loop_thread = threading.get_ident()
+    where: list[bool] = []
+    orig = part10._create_temp
+
+    def spy(directory: object, final_name: str) -> object:
+        where.append(threading.get_ident() == loop_thread)
+        return orig(directory, final_name)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(part10, "_create_temp", spy)
+    return where

@@ -317,13 +317,11 @@ async def test_restart_keeps_everything(tmp_path: Path) -> None:
 @pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
 @pytest.mark.parametrize("streamed", [False, True], ids=["in-memory", "streamed"])
 async def test_store_paths_index_the_same_bytes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, streamed: bool
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, streamed: bool, temp_files_on_loop: list[bool]
 ) -> None:
     """A small data set is kept in memory and stored in one worker-thread hop;
     past the spool limit it streams into a file opened on the loop.  Either
     way the file holds the data set as sent and the index has its row."""
-    import threading
-
     from aiodicom import part10
     from aiodicom.dataset import EncodedDataset
     from aiodicom.dimse.commands import C_STORE_RQ, Command
@@ -331,15 +329,6 @@ async def test_store_paths_index_the_same_bytes(
 
     if streamed:
         monkeypatch.setattr(store_mod, "SPOOL_MEMORY_LIMIT", 100)
-    loop_thread = threading.get_ident()
-    on_loop: list[bool] = []
-    orig = part10._create_temp
-
-    def spy(directory: Path, final_name: str) -> Any:
-        on_loop.append(threading.get_ident() == loop_thread)
-        return orig(directory, final_name)
-
-    monkeypatch.setattr(part10, "_create_temp", spy)
     server = await start_archive(tmp_path / "a")
     ds = make_image("P9", 9, 1, 1)
     try:
@@ -361,6 +350,6 @@ async def test_store_paths_index_the_same_bytes(
             assert [f.SOPInstanceUID for f in found] == [ds.SOPInstanceUID]
     finally:
         await server.close(timeout=1.0)
-    assert on_loop == [streamed]
+    assert temp_files_on_loop == [streamed]
     (stored,) = [p for p in (tmp_path / "a" / "instances").rglob("*.dcm")]
     assert part10.read_part10_dataset(stored)[1].tobytes() == EncodedDataset.from_dataset(ds, EXPLICIT).tobytes()

@@ -895,26 +895,8 @@ def test_spool_opener_failure_is_kept_not_raised() -> None:
     spool.abort()
 
 
-async def _created_in(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """Record, for every temporary file created, whether it was on the event loop's thread."""
-    import threading
-
-    from aiodicom import part10
-
-    loop_thread = threading.get_ident()
-    where: list[bool] = []
-    orig = part10._create_temp
-
-    def spy(directory: Path, final_name: str) -> Any:
-        where.append(threading.get_ident() == loop_thread)
-        return orig(directory, final_name)
-
-    monkeypatch.setattr(part10, "_create_temp", spy)
-    return where
-
-
-async def test_small_instance_file_is_created_off_the_loop(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    where = await _created_in(monkeypatch)
+async def test_small_instance_file_is_created_off_the_loop(tmp_path: Path, temp_files_on_loop: list[bool]) -> None:
+    where = temp_files_on_loop
     server = await start_server(store_to_directory(tmp_path, fsync=False))
     try:
         async with connect(server, [CT]) as assoc:
@@ -926,9 +908,11 @@ async def test_small_instance_file_is_created_off_the_loop(monkeypatch: pytest.M
     assert read_part10_dataset(stored)[1].tobytes() == dataset_bytes(sample("CT_small.dcm"))
 
 
-async def test_instance_past_the_limit_streams(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+async def test_instance_past_the_limit_streams(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, temp_files_on_loop: list[bool]
+) -> None:
     monkeypatch.setattr(store_mod, "SPOOL_MEMORY_LIMIT", 1000)
-    where = await _created_in(monkeypatch)
+    where = temp_files_on_loop
     server = await start_server(store_to_directory(tmp_path, fsync=False), max_pdu=4096)
     try:
         async with connect(server, [CT]) as assoc:
