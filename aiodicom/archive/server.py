@@ -63,6 +63,7 @@ from ..services.store import (
     ServiceError,
     StoreRequest,
     _Spool,
+    _spool_limit,
     serve_store,
 )
 from ..uids import (
@@ -205,6 +206,7 @@ class ArchiveStore:
             None,
             None,
             None,
+            limit=_spool_limit(assoc),
             opener=functools.partial(
                 self.storage.open_writer,
                 command.affected_sop_class_uid or "",

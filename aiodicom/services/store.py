@@ -428,6 +428,19 @@ async def _store_file(
 SPOOL_MEMORY_LIMIT = 1 << 20
 
 
+def _spool_limit(assoc: Association) -> int:
+    """How much of a data set a store sink keeps in memory on ``assoc``.
+
+    :data:`SPOOL_MEMORY_LIMIT`, or the server's ``max_dataset_in_memory``
+    where that is smaller: a server configured to keep little in memory
+    streams to disk sooner.
+    """
+    server_limit = getattr(assoc.server, "max_dataset_in_memory", None)
+    if server_limit is not None and server_limit < SPOOL_MEMORY_LIMIT:
+        return max(0, int(server_limit))
+    return SPOOL_MEMORY_LIMIT
+
+
 class _Spool:
     """Dataset sink: streams a C-STORE data set into a :class:`Part10Writer`.
 
@@ -739,6 +752,7 @@ class StoreToDirectory:
             None,
             None,
             path,
+            limit=_spool_limit(assoc),
             opener=functools.partial(
                 Part10Writer,
                 path,

@@ -922,3 +922,18 @@ async def test_instance_past_the_limit_streams(
     assert where == [True]  # opened by the streaming writer as the data arrived
     (stored,) = tmp_path.iterdir()
     assert read_part10_dataset(stored)[1].tobytes() == dataset_bytes(sample("CT_small.dcm"))
+
+
+async def test_a_small_max_dataset_in_memory_streams_sooner(tmp_path: Path, temp_files_on_loop: list[bool]) -> None:
+    """A server told to keep little in memory does not hold a data set up to the spool limit."""
+    server = aiodicom.Server("STORESCP", max_dataset_in_memory=1000)
+    serve_store(server, store_to_directory(tmp_path, fsync=False))
+    await server.start("127.0.0.1", 0)
+    try:
+        async with connect(server, [CT]) as assoc:
+            assert await assoc.store(sample("CT_small.dcm")) == 0
+    finally:
+        await server.close(timeout=1.0)
+    assert temp_files_on_loop == [True]  # streamed: the writer was opened as the data arrived
+    (stored,) = tmp_path.iterdir()
+    assert read_part10_dataset(stored)[1].tobytes() == dataset_bytes(sample("CT_small.dcm"))
