@@ -212,13 +212,13 @@ class EchoCycle(asyncio.Protocol):
 
 
 async def _connect(loop: asyncio.AbstractEventLoop, addr: tuple[str, int]) -> socket.socket:
-    """A connected non-blocking TCP socket to the numeric ``addr``.
+    """A connected non-blocking TCP socket to the numeric IPv4 or IPv6 ``addr``.
 
     ``loop.sock_connect`` / ``create_connection(host, port)`` resolve the
     address through getaddrinfo in a worker thread on every call (uvloop);
     the address here is numeric, so the connect is done directly.
     """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET6 if ":" in addr[0] else socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -8,6 +8,7 @@ failed cycle.  Real sockets, aiodicom's server as the peer.
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
 from pathlib import Path
 
@@ -101,3 +102,20 @@ def test_response_checks() -> None:
         _check_echo_rsp(encode_command(echo_rsp(1, 0xC000)))
     with pytest.raises(CycleError, match="truncated"):
         _check_echo_rsp(encode_command(echo_rsp(1, 0))[:-1])
+
+
+
+async def test_cycles_over_ipv6() -> None:
+    try:
+        probe = socket.socket(socket.AF_INET6)
+        probe.bind(("::1", 0))
+        probe.close()
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    server = aiodicom.Server("ANY-SCP")
+    await server.start("::1", 0)
+    try:
+        await asyncio.wait_for(cycle(("::1", server.port), encode_cycle("ANY-SCP", "BENCH")), 10)
+        assert server.total_associations == 1
+    finally:
+        await server.close()
