@@ -108,6 +108,7 @@ from ._retrieve import (
     keep_until_done,
     model_uid,
 )
+from .store import _prepare_file, _PreparedFile, _store_prepared_status
 
 if TYPE_CHECKING:
     from ..aio.association import Association
@@ -487,6 +488,10 @@ class MoveService:
                 comment = f"cannot associate with {req.destination_ae}: {reason}"
                 subops.fail_all([i.sop_instance_uid for i in instances])
                 index = len(instances)
+            # Read-ahead: while one sub-operation is sent and answered, the
+            # next file is opened and its File Meta read (from the page
+            # cache, or in a worker thread), as the C-GET SCP does.
+            ahead = _prefetch(instances, index)
             try:
                 while index < len(instances):
                     if req.is_cancelled:
@@ -495,7 +500,10 @@ class MoveService:
                     inst = instances[index]
                     index += 1
                     assert dest is not None
-                    subops.count(await self._store_one(dest, req, inst), inst.sop_instance_uid)
+                    current, ahead = ahead, None
+                    if index < len(instances) and not req.is_cancelled:
+                        ahead = _prefetch(instances, index)
+                    subops.count(await self._store_one(dest, req, inst, current), inst.sop_instance_uid)
                     remaining = subops.remaining(total)
                     if not dest.is_established and remaining:
                         # The destination went away: the rest cannot be sent.
@@ -506,6 +514,7 @@ class MoveService:
                     if remaining and not req.is_cancelled:
                         await assoc.send(msg.context_id, subops.pending(msg.command, remaining))
             finally:
+                _discard(ahead)
                 if dest is not None:
                     await _close_quietly(dest)
         final = subops.final_status(cancelled)
@@ -534,12 +543,23 @@ class MoveService:
             dimse_timeout=self.dimse_timeout,
         )
 
-    async def _store_one(self, dest: Association, req: MoveRequest, inst: MoveInstance) -> int:
+    async def _store_one(
+        self, dest: Association, req: MoveRequest, inst: MoveInstance,
+        prepared: asyncio.Task[_PreparedFile] | None = None,
+    ) -> int:
         if not dest.is_established:
+            _discard(prepared)
             return UNABLE
+        originator = (req.calling_ae, req.message_id)
         try:
-            return int(await dest.store(inst.source, priority=req.priority,
-                                        move_originator=(req.calling_ae, req.message_id)))
+            if prepared is not None:
+                try:
+                    ready = await prepared
+                except BaseException:
+                    _discard(prepared)  # e.g. cancelled while it ran: close what it opens
+                    raise
+                return int(await _store_prepared_status(dest, ready, req.priority, originator))
+            return int(await dest.store(inst.source, priority=req.priority, move_originator=originator))
         except NoAcceptedContext as exc:
             log.warning("C-MOVE sub-operation for %s failed: %s", inst.sop_instance_uid, exc)
         except DIMSETimeout:
@@ -551,6 +571,31 @@ class MoveService:
         except (OSError, ValueError) as exc:
             log.warning("C-MOVE sub-operation for %s failed: %s", inst.sop_instance_uid, exc)
         return UNABLE
+
+
+def _prefetch(instances: Sequence[MoveInstance], index: int) -> asyncio.Task[_PreparedFile] | None:
+    """Start inspecting the file of ``instances[index]`` (None for a data set)."""
+    source = instances[index].source if index < len(instances) else None
+    if not isinstance(source, (str, os.PathLike)):
+        return None
+    return asyncio.ensure_future(_prepare_file(source))
+
+
+def _discard(task: asyncio.Task[_PreparedFile] | None) -> None:
+    """Drop a read-ahead that will not be sent, closing what it opened."""
+    if task is None:
+        return
+    if not task.done():
+        task.cancel()
+        # It may still finish with an open file (cancelled too late): close it then.
+        task.add_done_callback(_close_result)
+    else:
+        _close_result(task)
+
+
+def _close_result(task: asyncio.Task[_PreparedFile]) -> None:
+    if not task.cancelled() and task.exception() is None:
+        task.result().close()
 
 
 def _failure_text(exc: BaseException) -> str:

@@ -306,10 +306,29 @@ async def store(
     :raises NoAcceptedContext: no accepted context can carry the instance.
     """
     rsp = await store_response(assoc, dataset_or_path, priority=priority, move_originator=move_originator)
+    return _status_of(rsp)
+
+
+def _status_of(rsp: Command) -> Status:
+    """The status of a C-STORE-RSP (logged when it is not success)."""
     status = Status(rsp.status if rsp.status is not None else 0xFFFF)
     if status.is_failure or status.is_warning:
         log.info("C-STORE answered %s%s", status, f": {rsp.error_comment}" if rsp.error_comment else "")
     return status
+
+
+async def _store_prepared_status(
+    assoc: Association, prepared: _PreparedFile, priority: int, move_originator: tuple[str, int] | None
+) -> Status:
+    """:func:`store` for a file already inspected with :func:`_prepare_file` (closes it)."""
+    from .find import settle
+
+    try:
+        await settle(assoc)
+    except BaseException:
+        prepared.close()
+        raise
+    return _status_of(await _store_prepared(assoc, prepared, priority, move_originator))
 
 
 async def _store_dataset(
@@ -376,20 +395,63 @@ def _read_file_info(path: str | os.PathLike[str]) -> Part10Info:
     return info
 
 
-async def _store_file(
-    assoc: Association, path: str | os.PathLike[str], priority: int, move_originator: tuple[str, int] | None
-) -> Command:
+class _PreparedFile:
+    """A Part 10 file made ready for sending: its File Meta and either an
+    open descriptor for ``sendfile`` (all in the page cache) or, for a file
+    of up to ``_STREAM_THRESHOLD`` bytes that was not, its data set read in
+    a worker thread.  Close it unless :func:`_store_prepared` took it."""
+
+    __slots__ = ("info", "fd", "encoded")
+
+    def __init__(self, info: Part10Info, fd: int | None, encoded: EncodedDataset | None = None) -> None:
+        self.info = info
+        self.fd = fd
+        self.encoded = encoded
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+def _read_file_for_sending(path: str | os.PathLike[str]) -> _PreparedFile:
+    """A file not in the page cache (blocking: run in a thread): File Meta, and the data set if small."""
+    info = _read_file_info(path)
+    if info.dataset_length > _STREAM_THRESHOLD:
+        return _PreparedFile(info, None)  # streamed from the file when sent
+    _, encoded = read_part10_dataset(info.path)
+    return _PreparedFile(info, None, encoded)
+
+
+async def _prepare_file(path: str | os.PathLike[str]) -> _PreparedFile:
+    """Make ``path`` ready for :func:`_store_prepared` (File Meta, SOP UIDs, data)."""
     # A file all in the page cache is inspected on the loop (nothing there
     # waits for the disk) and sent with sendfile; any other file is read in
     # a worker thread, so a cold file never stalls the event loop.
     opened = open_part10_cached(path)
-    fd: int | None = None
+    if opened is None:
+        return await asyncio.to_thread(_read_file_for_sending, path)
+    info, fd = opened
     try:
-        if opened is not None:
-            info, fd = opened
-            resolve_file_uids(info, fd)  # from the page cache
-        else:
-            info = await asyncio.to_thread(_read_file_info, path)
+        resolve_file_uids(info, fd)  # from the page cache
+    except BaseException:
+        os.close(fd)
+        raise
+    return _PreparedFile(info, fd)
+
+
+async def _store_file(
+    assoc: Association, path: str | os.PathLike[str], priority: int, move_originator: tuple[str, int] | None
+) -> Command:
+    return await _store_prepared(assoc, await _prepare_file(path), priority, move_originator)
+
+
+async def _store_prepared(
+    assoc: Association, prepared: _PreparedFile, priority: int, move_originator: tuple[str, int] | None
+) -> Command:
+    """Send a prepared file with C-STORE (closes it); the C-STORE-RSP command."""
+    info, fd = prepared.info, prepared.fd
+    try:
         contexts = _storage_contexts(assoc, info.sop_class_uid)
         ctx = next((c for c in contexts if c.transfer_syntax == info.transfer_syntax), None)
         cmd = _store_command(assoc, info.sop_class_uid, info.sop_instance_uid, priority, move_originator)
@@ -397,19 +459,20 @@ async def _store_file(
             # Send the stored bytes as they are.
             if fd is not None:
                 return await _exchange(assoc, ctx, cmd, file=(fd, info.dataset_offset, info.dataset_length))
-            if info.dataset_length > _STREAM_THRESHOLD:
-                return await _exchange(assoc, ctx, cmd, streamed=(_read_chunks(info), info.dataset_length))
-            _, encoded = await asyncio.to_thread(read_part10_dataset, info.path)
-            return await _exchange(assoc, ctx, cmd, encoded.fragments)
+            if prepared.encoded is not None:
+                return await _exchange(assoc, ctx, cmd, prepared.encoded.fragments)
+            return await _exchange(assoc, ctx, cmd, streamed=(_read_chunks(info), info.dataset_length))
     finally:
-        if fd is not None:
-            os.close(fd)
+        prepared.close()
     if info.transfer_syntax not in _NATIVE:
         raise _no_context(info.sop_class_uid, info.transfer_syntax, contexts)
     target = _native_target(contexts, None)
     if target is None:
         raise _no_context(info.sop_class_uid, info.transfer_syntax, contexts)
-    _, source = await asyncio.to_thread(read_part10_dataset, info.path)
+    if prepared.encoded is not None:
+        source = prepared.encoded
+    else:
+        _, source = await asyncio.to_thread(read_part10_dataset, info.path)
     ds = source.decode()
     encoded = _encode_for(ds, source.encoding.little_endian, target.transfer_syntax)
     return await _exchange(assoc, target, cmd, encoded.fragments)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -286,3 +287,74 @@ async def test_cancelling_the_task_sends_c_cancel(moving: dict[str, Any], how: s
     finally:
         unsubscribe()
         await dest.server.close(timeout=1.0)
+
+
+def _write_files(tmp_path: Path, n: int) -> list[str]:
+    paths = []
+    for i in range(1, n + 1):
+        ds = make(i)
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = EXPLICIT
+        path = tmp_path / f"{i}.dcm"
+        dcmwrite(path, ds, enforce_file_format=True)
+        paths.append(str(path))
+    return paths
+
+
+async def test_next_file_is_read_while_the_destination_answers(
+    moving: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read-ahead: file n+1 is opened and inspected while sub-operation n waits for its C-STORE-RSP."""
+    from aiodicom.services import move as move_mod
+
+    moving["items"] = _write_files(tmp_path, 3)
+    inspected: list[str] = []
+    second = asyncio.Event()
+    real = move_mod._prepare_file
+
+    async def spy(path: Any) -> Any:
+        inspected.append(Path(path).name)
+        if len(inspected) == 2:
+            second.set()
+        return await real(path)
+
+    monkeypatch.setattr(move_mod, "_prepare_file", spy, raising=False)
+    gate = asyncio.Event()
+    dest = Destination(gate=gate)  # holds every C-STORE-RSP until the gate opens
+    await dest.server.start("127.0.0.1", 0)
+    moving["peers"]["DEST"] = ("127.0.0.1", dest.server.port)
+    try:
+        async with scu(moving) as assoc:
+            op = asyncio.ensure_future(assoc.move(ident(), "DEST", "study").wait())
+            await asyncio.wait_for(second.wait(), 10)  # the first sub-operation is still unanswered
+            assert dest.received == [] and inspected == ["1.dcm", "2.dcm"]
+            gate.set()
+            result = await asyncio.wait_for(op, 10)
+        assert result.status == 0 and result.completed == 3
+        assert [r[0] for r in dest.received] == [f"{ROOT}.{i}" for i in (1, 2, 3)]
+        assert inspected == ["1.dcm", "2.dcm", "3.dcm"]
+    finally:
+        gate.set()
+        await dest.server.close(timeout=1.0)
+
+
+async def test_unreadable_file_is_a_failed_sub_operation_and_read_ahead_is_closed(
+    moving: dict[str, Any], tmp_path: Path
+) -> None:
+    paths = _write_files(tmp_path, 3)
+    Path(paths[1]).write_bytes(b"not a Part 10 file")
+    moving["items"] = [MoveInstance(CT, f"{ROOT}.{i}", EXPLICIT, p) for i, p in enumerate(paths, 1)]
+    dest = Destination()
+    await dest.server.start("127.0.0.1", 0)
+    moving["peers"]["DEST"] = ("127.0.0.1", dest.server.port)
+    fds_before = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+    try:
+        async with scu(moving) as assoc:
+            result = await assoc.move(ident(), "DEST", "study").wait()
+        assert result.status == 0xB000 and (result.completed, result.failed) == (2, 1)
+        assert result.failed_sop_instance_uids == [f"{ROOT}.2"]
+        assert [r[0] for r in dest.received] == [f"{ROOT}.1", f"{ROOT}.3"]
+    finally:
+        await dest.server.close(timeout=1.0)
+    if fds_before is not None:
+        assert len(os.listdir("/proc/self/fd")) <= fds_before  # nothing read ahead was left open

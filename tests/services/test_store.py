@@ -937,3 +937,24 @@ async def test_a_small_max_dataset_in_memory_streams_sooner(tmp_path: Path, temp
     assert temp_files_on_loop == [True]  # streamed: the writer was opened as the data arrived
     (stored,) = tmp_path.iterdir()
     assert read_part10_dataset(stored)[1].tobytes() == dataset_bytes(sample("CT_small.dcm"))
+
+
+async def test_a_file_not_in_the_page_cache_is_read_in_one_thread_hop(
+    monkeypatch: pytest.MonkeyPatch, recorder_server: Any
+) -> None:
+    """File Meta and data set of a cold file of up to 4 MiB come from one worker-thread call."""
+    server, rec = recorder_server
+    monkeypatch.setattr(store_mod, "open_part10_cached", lambda path: None)  # as if not cached
+    hops: list[str] = []
+    real = asyncio.to_thread
+
+    async def counting(func: Any, *args: Any, **kwargs: Any) -> Any:
+        hops.append(func.__name__)
+        return await real(func, *args, **kwargs)
+
+    monkeypatch.setattr(store_mod.asyncio, "to_thread", counting)
+    path = sample("CT_small.dcm")
+    async with connect(server, [CT]) as assoc:
+        assert await assoc.store(path) == 0
+    assert hops == ["_read_file_for_sending"]
+    assert rec.data == [dataset_bytes(path)]
