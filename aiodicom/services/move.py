@@ -488,9 +488,9 @@ class MoveService:
                 comment = f"cannot associate with {req.destination_ae}: {reason}"
                 subops.fail_all([i.sop_instance_uid for i in instances])
                 index = len(instances)
-            # Read-ahead: while one sub-operation is sent and answered, the
-            # next file is opened and its File Meta read (from the page
-            # cache, or in a worker thread), as the C-GET SCP does.
+            # Read-ahead, as the C-GET SCP does: while one sub-operation is
+            # sent and answered, the next file is opened and inspected from
+            # the page cache, or (cold, up to 4 MiB) read in a worker thread.
             ahead = _prefetch(instances, index)
             try:
                 while index < len(instances):
