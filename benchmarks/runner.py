@@ -81,7 +81,7 @@ class Impl:
     side: str
     key: str
     label: str
-    family: str  # aiodicom | pynetdicom | dcmtk
+    family: str  # aiodicom | pynetdicom | dcmtk | ceiling
     note: str = ""
     unavailable: str | None = None
     #: scp side: (port, tmpdir) -> (argv, env)
@@ -116,6 +116,8 @@ class Row:
     runs: list[dict[str, Any]] = field(default_factory=list)
     vs_pynetdicom: float | None = None
     vs_dcmtk: float | None = None
+    #: rate / the best ``ceiling`` row's rate (same side and client count)
+    of_ceiling: float | None = None
 
 
 @dataclass
@@ -155,6 +157,8 @@ def _loadgen_common(port: int, cfg: Config, peer_pid: int | None) -> list[str]:
 
 def implementations(cfg: Config) -> list[Impl]:
     """Every implementation on every side, marked unavailable where it is."""
+    from . import null_scp  # imports aiodicom (to encode the canned replies)
+
     have_pynd = importlib.util.find_spec("pynetdicom") is not None
     no_pynd = None if have_pynd else "pynetdicom is not installed"
     storescp = dcmtk_tool("storescp")
@@ -208,6 +212,13 @@ def implementations(cfg: Config) -> list[Impl]:
         assert echoscu is not None
         return python_module("benchmarks.echoscu_client", "--echoscu", echoscu, *_loadgen_common(port, cfg, pid))
 
+    def ceiling_cmd(processes: int) -> Callable[[int, str], tuple[list[str], dict[str, str]]]:
+        def cmd(port: int, tmp: str) -> tuple[list[str], dict[str, str]]:
+            return null_scp.command(tmp, port, processes), python_env()
+
+        return cmd
+
+    no_cc = None if null_scp.compiler() else "no C compiler to build benchmarks/null_scp.c"
     no_storescp = None if storescp else "DCMTK storescp is not installed"
     no_echoscu = None if echoscu else "DCMTK echoscu is not installed"
     return [
@@ -225,6 +236,10 @@ def implementations(cfg: Config) -> list[Impl]:
              server_cmd=storescp_cmd(False)),
         Impl("scp", "dcmtk-fork", "DCMTK storescp --fork", "dcmtk", unavailable=no_storescp,
              server_cmd=storescp_cmd(True), note="one forked process per association"),
+        Impl("scp", "ceiling", "ceiling: canned replies (C)", "ceiling", unavailable=no_cc,
+             server_cmd=ceiling_cmd(1), note="benchmarks/null_scp.c: no DICOM work, the floor of any server"),
+        Impl("scp", "ceiling-workers", f"ceiling: canned replies, {workers} procs", "ceiling", unavailable=no_cc,
+             server_cmd=ceiling_cmd(workers), note=f"null_scp.c in {workers} processes sharing the socket"),
         Impl("scu", "aiodicom-asyncio", "aiodicom SCU, asyncio loop", "aiodicom", client_cmd=aio_client("asyncio")),
         Impl("scu", "aiodicom-uvloop", "aiodicom SCU, uvloop", "aiodicom", client_cmd=aio_client("uvloop")),
         Impl("scu", "pynetdicom", "pynetdicom SCU (N threads)", "pynetdicom", unavailable=no_pynd,
@@ -404,6 +419,10 @@ def _ratios(rows: list[Row]) -> None:
             ]
             if base and r.rate > 0:
                 setattr(r, attr, r.rate / max(base))
+        ceiling = [b.rate for b in rows if b.side == r.side and b.clients == r.clients
+                   and b.family == "ceiling" and b.rate > 0 and not b.failure]  # fmt: skip
+        if ceiling and r.rate > 0 and r.family != "ceiling":
+            r.of_ceiling = r.rate / max(ceiling)
 
 
 def run(cfg: Config) -> Report:
@@ -480,6 +499,10 @@ def _fmt(value: float | None, spec: str = ".2f") -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.0f}%"
+
+
 def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
@@ -504,6 +527,7 @@ def format_report(report: Report) -> str:
     header = (
         f"{'implementation under test':<34}{'clients':>8}{'cycles/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
         f"{'errors':>7}{'CPU us/cyc':>11}{'CPU %':>7}{'peer CPU %':>11}{'vs pynetdicom':>14}{'vs DCMTK':>10}"
+        f"{'ceiling':>9}"
     )
     for side in SIDES:
         rows = [r for r in report.rows if r.side == side]
@@ -521,6 +545,7 @@ def format_report(report: Report) -> str:
                     f"{r.label:<34}{r.clients:>8}{r.rate:>10.1f}{_fmt(r.p50_ms):>9}{_fmt(r.p99_ms):>9}"
                     f"{r.errors_total:>7}{_fmt(r.cpu_us_tested, '.0f'):>11}{_fmt(r.cpu_pct_tested, '.0f'):>7}"
                     f"{_fmt(r.cpu_pct_peer, '.0f'):>11}{_ratio(r.vs_pynetdicom):>14}{_ratio(r.vs_dcmtk) + ('*' if side == 'scu' and r.vs_dcmtk else ''):>10}"
+                    f"{_pct(r.of_ceiling):>9}"
                     + (f"  [{r.failure[:60]}]" if r.failure else "")
                 )
     out += [
@@ -533,6 +558,9 @@ def format_report(report: Report) -> str:
         "  a peer near 100 % (one event loop) caps the rate whatever the side under test does.",
         "vs pynetdicom / vs DCMTK: rate / the best rate of that project's rows on the same side and",
         "  client count (pynetdicom: default or TCP_NODELAY; DCMTK: single-process or --fork storescp).",
+        "ceiling: rate / the best 'ceiling' row's rate.  The ceiling rows are benchmarks/null_scp.c, a C",
+        "  epoll server that frames PDUs and writes replies encoded once (no DICOM work): the most any",
+        "  server can do against this load generator on this machine.  A target above it is out of reach.",
         "pynetdicom SCP: maximum_associations and listen backlog raised to 4096 (defaults 10 and 5).",
         "aiodicom serve runs with --quiet (no INFO line per association; storescp and pynetdicom's",
         "  silenced loggers print none either); the INFO line costs about 60 us per association.",
@@ -576,7 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--impl",
         default=None,
         help="comma-separated implementation keys: aiodicom-asyncio, aiodicom-uvloop, aiodicom-workers (SCP), "
-        "pynetdicom, pynetdicom-nodelay, dcmtk, dcmtk-fork [all]",
+        "pynetdicom, pynetdicom-nodelay, dcmtk, dcmtk-fork, ceiling, ceiling-workers (SCP) [all]",
     )
     p.add_argument("--quick", action="store_true", help="tiny smoke run (0.5 s cells, clients 1,4)")
     p.add_argument("--json", dest="json_path", metavar="PATH", help="save raw results (with latencies) here")

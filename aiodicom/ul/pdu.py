@@ -889,7 +889,7 @@ class PDUReader:
     """
 
     __slots__ = ("_chunks", "_offset", "_size", "_header", "max_pdata_length",
-                 "_body", "_body_pos", "_into_body", "_large", "_small_run")
+                 "_body", "_body_buf", "_body_pos", "_into_body", "_large", "_small_run")
 
     def __init__(self, max_pdata_length: int = 0) -> None:
         self._chunks: list[bytes | memoryview] = []
@@ -897,7 +897,8 @@ class PDUReader:
         self._size = 0  # unread bytes in self._chunks
         self._header: tuple[int, int] | None = None
         self.max_pdata_length = max_pdata_length
-        self._body: bytearray | None = None  # the current PDU's body, read in place
+        self._body: memoryview | None = None  # the current PDU's body, read in place
+        self._body_buf: bytearray | None = None  # the buffer _body is a prefix of
         self._body_pos = 0  # bytes of _body received
         self._into_body = False  # whether the last get_buffer() was into _body
         self._large = False  # large P-DATA-TF PDUs are arriving
@@ -940,7 +941,7 @@ class PDUReader:
                 body = self._new_body(length)
             if body is not None and self._body_pos < length:
                 self._into_body = True
-                return memoryview(body)[self._body_pos :]
+                return body[self._body_pos :]
             self._into_body = False
             rest = length - self._size
             if self._large and rest > 0:
@@ -966,19 +967,24 @@ class PDUReader:
         # Sta3): anything read now belongs after it.
         return self._body is None and self._size >= length
 
-    def _new_body(self, length: int) -> bytearray:
+    def _new_body(self, length: int) -> memoryview:
         spare: bytearray | None = _spare_local.__dict__.pop("body", None)
-        # Reuse the last body if nothing refers to it any more (only the
-        # local name and getrefcount's argument): saves allocating and
-        # zeroing a buffer per PDU when the data went to a sink.
-        if spare is not None and len(spare) == length and _getrefcount is not None and _getrefcount(spare) <= 2:
-            body: bytearray = spare
+        # Reuse the last body's buffer if it is large enough and nothing
+        # refers to it any more (only the local name and getrefcount's
+        # argument; a live view adds its managed buffer): saves allocating
+        # and zeroing a buffer per PDU when the data went to a sink.  A data
+        # set's last PDU is usually shorter than the others, so the buffer
+        # is reused for any length up to its own.
+        if spare is not None and len(spare) >= length and _getrefcount is not None and _getrefcount(spare) <= 2:
+            buf: bytearray = spare
         else:
-            body = bytearray(length)
+            buf = bytearray(length)
+        body = memoryview(buf)[:length]
         n = self._size  # a prefix of this body, received into the scratch buffer
         if n:
             body[:n] = self._take(n)
         self._body = body
+        self._body_buf = buf
         self._body_pos = n
         return body
 
@@ -1041,10 +1047,11 @@ class PDUReader:
                 return None
             self._body = None
             self._header = None
-            _spare_local.body = body
+            _spare_local.body = self._body_buf
+            self._body_buf = None
             self._large = True
             self._small_run = 0
-            return header[0], memoryview(body)
+            return header[0], body
         if self._size < length:
             return None
         self._header = None

@@ -1,0 +1,94 @@
+"""The floor of the SCP cycle benchmark: ``null_scp.c``, built and fed here.
+
+``null_scp`` answers the load generator's cycle with replies encoded once,
+doing no DICOM work (see the C file's header).  Its cycles/s on a machine is
+the ceiling for any server there, with the same generator: the ``ceiling``
+row of the SCP table.  It needs a C compiler (``cc``, or ``$CC``); without
+one the row is skipped, as the DCMTK rows are without DCMTK.
+
+``python -m benchmarks.null_scp --port 11112 [--processes N]`` runs it by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import tempfile
+
+from aiodicom.dimse.commands import echo_rq, encode_command, response_to
+from aiodicom.ul import pdu as P
+from aiodicom.ul.negotiation import negotiate
+
+from .raw_client import encode_cycle
+
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "null_scp.c")
+
+
+def canned_replies(called_ae: str = "ANY-SCP", calling_ae: str = "BENCH") -> tuple[bytes, bytes, bytes]:
+    """The A-ASSOCIATE-AC, C-ECHO-RSP and A-RELEASE-RP for the generator's cycle.
+
+    The AC is what aiodicom's acceptor negotiates for the generator's
+    A-ASSOCIATE-RQ (Verification accepted on context 1); the C-ECHO-RSP
+    answers message ID 1 with status 0x0000 in one PDV (PS3.8 E.2).
+    """
+    rq_pdu, _echo, _release = encode_cycle(called_ae, calling_ae)
+    rq = P.AAssociateRQ.decode(memoryview(rq_pdu)[6:])
+    from aiodicom import Server  # its acceptor policy, as `aiodicom serve` negotiates
+
+    answer, contexts = negotiate(rq, Server(called_ae).policy)
+    if not isinstance(answer, P.AAssociateAC) or 1 not in contexts:
+        raise RuntimeError(f"the generator's request is not accepted: {answer!r}")
+    rsp = P.PDataTF([(1, 0x03, memoryview(encode_command(response_to(echo_rq(1), 0))))]).encode()
+    return answer.encode(), rsp, P.AReleaseRP().encode()
+
+
+def compiler() -> str | None:
+    """The C compiler to build with: ``$CC``, else ``cc`` or ``gcc`` on PATH."""
+    cc = os.environ.get("CC")
+    if cc:
+        return shutil.which(cc)
+    return shutil.which("cc") or shutil.which("gcc")
+
+
+def build(directory: str) -> str:
+    """Compile ``null_scp.c`` into ``directory``; returns the binary's path."""
+    cc = compiler()
+    if cc is None:
+        raise FileNotFoundError("no C compiler (cc, gcc or $CC)")
+    out = os.path.join(directory, "null_scp")
+    subprocess.run([cc, "-O2", "-o", out, SOURCE], check=True, capture_output=True)
+    return out
+
+
+def prepare(directory: str, called_ae: str = "ANY-SCP", calling_ae: str = "BENCH") -> list[str]:
+    """Build the binary and write the replies into ``directory``; returns argv less port and processes."""
+    binary = build(directory)
+    paths = []
+    for name, data in zip(("ac", "rsp", "rp"), canned_replies(called_ae, calling_ae)):
+        path = os.path.join(directory, f"{name}.pdu")
+        with open(path, "wb") as fh:
+            fh.write(data)
+        paths.append(path)
+    return [binary, *paths]
+
+
+def command(directory: str, port: int, processes: int = 1) -> list[str]:
+    """The argv that runs ``null_scp`` on ``port`` (built into ``directory``)."""
+    binary, ac, rsp, rp = prepare(directory)
+    return [binary, str(port), ac, rsp, rp, str(processes)]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--processes", type=int, default=1)
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory(prefix="aiodicom-null-scp-") as tmp:
+        argv = command(tmp, args.port, args.processes)
+        return subprocess.call(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
