@@ -20,11 +20,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import runner
+from benchmarks import null_scp, runner
 
 IMPLS = ["aiodicom-asyncio", "aiodicom-uvloop", "pynetdicom"]
-#: the multi-process server exists on the SCP side only
-SIDE_IMPLS = {"scp": [*IMPLS, "aiodicom-workers"], "scu": IMPLS}
+#: the multi-process server and the C ceiling (built where there is a C
+#: compiler) exist on the SCP side only
+CEILING = ["ceiling"] if null_scp.compiler() else []
+SIDE_IMPLS = {"scp": [*IMPLS, "aiodicom-workers", *CEILING], "scu": IMPLS}
 CLIENTS = [1, 2]
 
 
@@ -60,6 +62,9 @@ def test_benchmark_machinery(tmp_path: Path) -> None:
                 assert row.vs_pynetdicom is not None, (side, key, clients)
                 # the server's CPU is sampled whole, its worker processes included
                 assert row.cpu_us_tested is not None and row.cpu_us_tested > 0, (side, key, clients)
+                # every real server's rate is also given as a share of the ceiling
+                if side == "scp" and CEILING and key not in CEILING:
+                    assert row.of_ceiling is not None and row.of_ceiling > 0, (key, clients)
 
         text = runner.format_report(report)
         assert "vs pynetdicom" in text

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks import null_scp
 from benchmarks.raw_client import CycleError, _check_echo_rsp, cycle, encode_cycle
 
 
@@ -119,3 +120,40 @@ async def test_cycles_over_ipv6() -> None:
         assert server.total_associations == 1
     finally:
         await server.close()
+
+
+@pytest.mark.skipif(null_scp.compiler() is None, reason="no C compiler for benchmarks/null_scp.c")
+async def test_the_ceiling_server_passes_the_generators_checks(tmp_path: Path) -> None:
+    # benchmarks/null_scp.c answers with replies encoded once by aiodicom;
+    # the generator checks each of them in full, so a wrong canned reply or
+    # a framing bug in the C server fails here.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    argv = null_scp.command(str(tmp_path), port)
+    proc = await asyncio.create_subprocess_exec(*argv)
+    try:
+        pdus = encode_cycle("ANY-SCP", "BENCH")
+        for attempt in range(200):  # until it listens
+            try:
+                await asyncio.wait_for(cycle(("127.0.0.1", port), pdus), 10)
+                break
+            except ConnectionRefusedError:
+                await asyncio.sleep(0.05)
+        else:
+            pytest.fail("null_scp never listened")
+        for _ in range(20):
+            await asyncio.wait_for(cycle(("127.0.0.1", port), pdus), 10)
+        assert proc.returncode is None  # still serving
+    finally:
+        proc.kill()
+        await proc.wait()
+
+
+def test_canned_replies_are_aiodicoms_answers() -> None:
+    ac, rsp, rp = null_scp.canned_replies()
+    assert ac[0] == 0x02 and int.from_bytes(ac[2:6], "big") == len(ac) - 6
+    assert rp == bytes([6, 0, 0, 0, 0, 4, 0, 0, 0, 0])
+    # one PDV on context 1, command + last fragment, a C-ECHO-RSP to ID 1
+    assert rsp[0] == 0x04 and rsp[10:12] == bytes([1, 0x03])
+    _check_echo_rsp(rsp[12:])
