@@ -84,6 +84,11 @@ class _Operation:
             w.set_result(None)
 
 
+def _response_timeout(fut: asyncio.Future[None], timeout: float) -> None:
+    if not fut.done():
+        fut.set_exception(DIMSETimeout(f"no response within {timeout} s"))
+
+
 class Association(asyncio.BufferedProtocol):
     """An association with a peer, on either side.
 
@@ -559,17 +564,15 @@ class Association(asyncio.BufferedProtocol):
             timeout = self.dimse_timeout
         fut = self._loop.create_future()
         op.waiter = fut
+        # A plain timer instead of asyncio.timeout(): this runs once per
+        # awaited response, and the timer is all the timeout needs.
+        timer = None if timeout is None else self._loop.call_later(timeout, _response_timeout, fut, timeout)
         try:
-            if timeout is None:
-                await fut
-            else:
-                try:
-                    async with asyncio.timeout(timeout):
-                        await fut
-                except TimeoutError:
-                    raise DIMSETimeout(f"no response within {timeout} s") from None
+            await fut
         finally:
             op.waiter = None
+            if timer is not None:
+                timer.cancel()
         if op.messages:
             return op.messages.popleft()
         assert op.error is not None
