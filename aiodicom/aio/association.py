@@ -84,9 +84,20 @@ class _Operation:
             w.set_result(None)
 
 
-def _response_timeout(fut: asyncio.Future[None], timeout: float) -> None:
+def _expire(fut: asyncio.Future[None], message: str) -> None:
     if not fut.done():
-        fut.set_exception(DIMSETimeout(f"no response within {timeout} s"))
+        fut.set_exception(DIMSETimeout(message))
+
+
+def arm_timeout(
+    loop: asyncio.AbstractEventLoop, fut: asyncio.Future[None], timeout: float | None, message: str
+) -> asyncio.TimerHandle | None:
+    """Fail ``fut`` with DIMSETimeout(``message``) after ``timeout`` seconds (None: never).
+
+    Cancel the returned handle once ``fut`` is done.  Cheaper than
+    ``asyncio.timeout()`` for the wait on every response of an operation.
+    """
+    return None if timeout is None else loop.call_later(timeout, _expire, fut, message)
 
 
 class Association(asyncio.BufferedProtocol):
@@ -566,7 +577,7 @@ class Association(asyncio.BufferedProtocol):
         op.waiter = fut
         # A plain timer instead of asyncio.timeout(): this runs once per
         # awaited response, and the timer is all the timeout needs.
-        timer = None if timeout is None else self._loop.call_later(timeout, _response_timeout, fut, timeout)
+        timer = arm_timeout(self._loop, fut, timeout, f"no response within {timeout} s")
         try:
             await fut
         finally:

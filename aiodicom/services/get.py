@@ -66,6 +66,7 @@ from typing import TYPE_CHECKING, Any, Union, cast
 
 from pydicom.dataset import Dataset
 
+from ..aio.association import arm_timeout
 from ..aio.errors import AssociationAborted, DIMSETimeout
 from ..dataset import Buffer, DatasetDecodeError, EncodedDataset, encode_identifier
 from ..dimse.commands import C_GET_RQ, C_STORE_RQ, C_STORE_RSP, PRIORITY_MEDIUM, Command
@@ -441,15 +442,15 @@ class GetOperation(RetrieveOperation[GetProgress, GetResult]):
                 raise op.error
             fut: asyncio.Future[None] = (self._loop or asyncio.get_running_loop()).create_future()
             inbox.waiter = op.waiter = fut
+            timer = arm_timeout(fut.get_loop(), fut, timeout, f"no C-GET message within {timeout} s")
             try:
-                async with asyncio.timeout(timeout):
-                    await fut
-            except TimeoutError:
-                raise DIMSETimeout(f"no C-GET message within {timeout} s") from None
+                await fut
             finally:
                 inbox.waiter = None
                 if op.waiter is fut:
                     op.waiter = None
+                if timer is not None:
+                    timer.cancel()
 
     async def _answer_held(self, failed: bool = False) -> None:
         inst, self._held = self._held, None
