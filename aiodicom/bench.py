@@ -54,7 +54,13 @@ from .dimse.status import Status
 
 # imported here, not in the operations: an import statement costs a few
 # microseconds each time it runs, and _op_store runs once per instance
-from .services.store import _exchange, _native_target, _no_context, _storage_contexts, _store_command
+from .services.store import (
+    _exchange,
+    _native_target,
+    _no_context,
+    _storage_contexts,
+    _store_command,
+)
 from .uids import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 __all__ = [
