@@ -47,6 +47,8 @@ class DataConfig:
     duration: float = 2.0
     warmup: float = 0.5
     raw_tcp: bool = True
+    #: runs per cell, round-robin over the implementations; the median run is shown
+    repeat: int = 1
     impls: set[str] | None = None
     json_path: str | None = None
     progress: Callable[[str], None] | None = None
@@ -75,6 +77,8 @@ class DataRow:
     vs_dcmtk: float | None = None
     pct_raw_tcp: float | None = None
     error_samples: dict[str, int] = field(default_factory=dict)
+    #: the MB/s (C-FIND: responses/s) of every run of this cell, in run order
+    runs: list[float] = field(default_factory=list)
 
 
 ServerCmd = Callable[[int, str], tuple[list[str], dict[str, str]]]
@@ -265,6 +269,17 @@ def _metric(row: DataRow) -> float:
     return row.mb_per_s if row.suite in ("store", "get") else row.items_per_s
 
 
+def median_row(runs: list[DataRow]) -> DataRow:
+    """The run of a cell with the median rate (the lower middle one of an even count).
+
+    Failed runs count as rate 0; the row keeps every run's rate in ``runs``.
+    """
+    ranked = sorted(runs, key=lambda r: 0.0 if r.failure else _metric(r))
+    row = ranked[(len(ranked) - 1) // 2]
+    row.runs = [0.0 if r.failure else _metric(r) for r in runs]
+    return row
+
+
 def _ratios(rows: list[DataRow], raw_mb: float | None) -> None:
     for r in rows:
         for fam, attr in (("pynetdicom", "vs_pynetdicom"), ("dcmtk", "vs_dcmtk")):
@@ -296,21 +311,29 @@ def run_data(cfg: DataConfig) -> dict[str, Any]:
             files_dir = tempfile.mkdtemp(prefix="aiodicom-bench-getfiles-")
             write_get_files(files_dir, cfg.get_instances, cfg.get_size_kib)
         impls = implementations(cfg, files_dir, cfg.find_matches)
-        for impl in impls:
-            if impl.suite == "store":
-                plan = [(s, cfg.store_clients) for s in cfg.store_sizes_kib]
-            elif impl.suite == "find":
-                plan = [(0.0, cfg.find_clients)]
-            else:
-                plan = [(cfg.get_size_kib, cfg.get_clients)]
-            for size, clients in plan:
-                for row in _run_cells(impl, cfg, size, clients, files_dir):
-                    rows.append(row)
-                    say(
-                        f"  {row.suite} {row.key:<17} size {_size(row)} c={row.clients:<3} "
-                        f"{row.ops_per_s:8.1f} ops/s {row.items_per_s:9.1f} items/s {row.mb_per_s:8.1f} MB/s "
-                        f"errors {row.errors}" + (f" [{row.failure[:80]}]" if row.failure else "")
-                    )
+        cells: dict[tuple[str, str, float, int], list[DataRow]] = {}
+        repeat = max(1, cfg.repeat)
+        # round-robin: a slow drift in the machine's load hits every implementation alike
+        for rep in range(repeat):
+            for impl in impls:
+                if impl.suite == "store":
+                    plan = [(s, cfg.store_clients) for s in cfg.store_sizes_kib]
+                elif impl.suite == "find":
+                    plan = [(0.0, cfg.find_clients)]
+                else:
+                    plan = [(cfg.get_size_kib, cfg.get_clients)]
+                for size, clients in plan:
+                    if rep and impl.unavailable:
+                        continue
+                    for row in _run_cells(impl, cfg, size, clients, files_dir):
+                        cells.setdefault((row.suite, row.key, row.size_kib, row.clients), []).append(row)
+                        say(
+                            f"  {row.suite} {row.key:<17} size {_size(row)} c={row.clients:<3} "
+                            f"{row.ops_per_s:8.1f} ops/s {row.items_per_s:9.1f} items/s {row.mb_per_s:8.1f} MB/s "
+                            f"errors {row.errors}" + (f" [{row.failure[:80]}]" if row.failure else "")
+                            + (f"  (run {rep + 1}/{repeat})" if repeat > 1 else "")
+                        )
+        rows.extend(median_row(runs) for runs in cells.values())
     finally:
         if files_dir:
             shutil.rmtree(files_dir, ignore_errors=True)
@@ -346,12 +369,14 @@ def _f(v: float | None, spec: str) -> str:
 def format_data_report(report: dict[str, Any]) -> str:
     rows = report["rows"]
     meta = report["meta"]
+    repeated = meta["config"].get("repeat", 1) if meta["config"].get("repeat", 1) > 1 else 0
     out = [
         "",
         f"Data benchmarks - SCP side (the SERVER is under test); fixed load generator: aiodicom bench engine on "
         f"uvloop, separate process.  {meta['cpus']} CPUs, load average {meta['loadavg_start'][0]:.2f} at start, "
         f"{meta['loadavg_end'][0]:.2f} at end; window {meta['config']['duration']} s after "
-        f"{meta['config']['warmup']} s warm-up.",
+        f"{meta['config']['warmup']} s warm-up."
+        + (f"  {repeated} runs per cell, round-robin; the median run is shown." if repeated else ""),
     ]
     titles = {
         "store": "C-STORE: instances/s and MB/s (synthetic CT, new association set per cell, kept open)",
@@ -369,6 +394,8 @@ def format_data_report(report: dict[str, Any]) -> str:
         head += f"{'p50 ms':>9}{'p99 ms':>9}{'errors':>7}{'srv CPU%':>9}{'gen CPU%':>9}{'vs pynd':>8}{'vs DCMTK':>9}"
         if suite == "store":
             head += f"{'% raw':>7}"
+        if repeated:
+            head += f"  {'range of ' + str(repeated) + ' runs':>18}"
         out.append(head)
         for r in srows:
             line = f"  {r['label']:<38}{_size(r):>9}{r['clients']:>7}"
@@ -384,6 +411,8 @@ def format_data_report(report: dict[str, Any]) -> str:
             )
             if suite == "store":
                 line += f"{_f(r['pct_raw_tcp'], '.0f'):>7}"
+            if repeated and r.get("runs"):
+                line += f"  {min(r['runs']):>8.0f}-{max(r['runs']):<9.0f}"
             out.append(line)
     raw = report.get("raw_tcp")
     out.append("")
@@ -396,8 +425,8 @@ def format_data_report(report: dict[str, Any]) -> str:
         "MB = 10^6 bytes of encoded data set.  ops/s: operations completed in the window (C-STORE: instances;",
         "  C-FIND/C-GET: whole queries/retrieves, long ones may straddle the window); resp/s and MB/s count",
         "  responses/bytes as they arrive inside the window.  p50/p99: one operation, seen by the client.",
-        "srv CPU%: server under test (user+sys over the window; DCMTK --fork/dcmqrscp children are not counted",
-        "  until reaped, so their figure is low); gen CPU%: the load generator (100 = one core).",
+        "srv CPU%: server under test, user+sys over the window, its child processes (storescp --fork,",
+        "  dcmqrscp) included, live or reaped; gen CPU%: the load generator (100 = one core).",
         "vs pynd / vs DCMTK: the row's MB/s (C-FIND: resp/s) / the pynetdicom / DCMTK row of the same size",
         "  and association count (DCMTK: storescp --ignore for store; disk rows are compared only by eye).",
         "aiodicom store_to_directory runs with fsync=False (storescp does not fsync).  DCMTK runs with",

@@ -678,6 +678,7 @@ def _data_main(args: argparse.Namespace, suites: list[str]) -> int:
         dcfg.get_clients = args.get_clients
     if args.get_instances:
         dcfg.get_instances = args.get_instances
+    dcfg.repeat = max(1, args.repeat)
     if args.find_matches:
         dcfg.find_matches = args.find_matches
     if args.impl:

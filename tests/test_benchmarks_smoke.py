@@ -191,3 +191,30 @@ def test_archive_suite_tiny(tmp_path: Path) -> None:
     text = archive_suite.format_archive_report(report)
     assert "C-STORE into the archive" in text and "C-FIND over an indexed archive" in text
     json.dumps(report)
+
+
+def test_data_repeats_show_the_median_run_and_the_range() -> None:
+    from benchmarks import data_suite
+
+    def run(mb: float, failure: str | None = None) -> data_suite.DataRow:
+        return data_suite.DataRow("store", "aiodicom-uvloop", "aiodicom", "aiodicom", 512, 1,
+                                  ops_per_s=mb, items_per_s=mb, mb_per_s=mb, failure=failure)
+
+    row = data_suite.median_row([run(10.0), run(30.0), run(20.0)])
+    assert row.mb_per_s == 20.0 and row.runs == [10.0, 30.0, 20.0]
+    # a failed run ranks lowest; with an even count the lower middle run is shown
+    row = data_suite.median_row([run(10.0), run(0.0, failure="server exited"), run(40.0), run(30.0)])
+    assert row.mb_per_s == 10.0 and row.failure is None and row.runs == [10.0, 0.0, 40.0, 30.0]
+
+    from dataclasses import asdict
+
+    report = {
+        "meta": {"loadavg_start": [0.1], "loadavg_end": [0.1], "cpus": 2,
+                 "config": {"duration": 1.0, "warmup": 0.1, "repeat": 3, "find_matches": 1,
+                            "get_instances": 1, "get_size_kib": 1}},
+        "raw_tcp": None,
+        "rows": [asdict(data_suite.median_row([run(10.0), run(30.0), run(20.0)]))],
+    }
+    text = data_suite.format_data_report(report)
+    assert "3 runs per cell" in text and "range of 3 runs" in text
+    assert "10-30" in text.replace(" ", "")
