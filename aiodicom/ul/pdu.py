@@ -850,12 +850,54 @@ _DIRECT_MAX = 4 << 20
 # after, so one buffer serves every connection of an event loop.
 _SCRATCH_SIZE = 65536
 _scratch_local = threading.local()
-# The last body read in place, reused for the next one of the same length
-# once nothing refers to it: one per thread, so idle associations hold none.
+# Bodies read in place, kept for reuse once nothing refers to them: a few
+# per thread (not per reader, so idle associations hold none).  A consumer
+# that keeps a whole data set until it is complete (a C-GET SCU, a store
+# handler writing it to disk) releases several bodies at once; the next
+# data set reuses them all instead of allocating and zeroing new ones.
 _spare_local = threading.local()
+_SPARES = 4
+_SPARE_BYTES = 8 << 20
 # After this many small PDUs in a row the reader stops expecting large ones.
 _SMALL_RUN = 8
 _getrefcount = getattr(sys, "getrefcount", None)
+
+
+def _spares() -> list[bytearray]:
+    try:
+        return _spare_local.bufs  # type: ignore[no-any-return]
+    except AttributeError:
+        bufs: list[bytearray] = []
+        _spare_local.bufs = bufs
+        return bufs
+
+
+def _reuse_spare(length: int) -> bytearray | None:
+    """A kept body buffer of at least ``length`` bytes that nothing refers to, or None."""
+    if _getrefcount is None:
+        return None
+    bufs = _spares()
+    for i in range(len(bufs)):  # not enumerate(): its cached tuple holds a reference
+        buf = bufs[i]
+        # free when only the list, this name and getrefcount's argument
+        # refer to it (a live view adds its managed buffer).  A data set's
+        # last PDU is usually shorter than the others, so any buffer at
+        # least as long will do.
+        if len(buf) >= length and _getrefcount(buf) <= 3:
+            del bufs[i]
+            return buf
+    return None
+
+
+def _keep_spare(buf: bytearray | None) -> None:
+    """Keep a finished body's buffer for reuse (the oldest go past the limits)."""
+    if buf is None or _getrefcount is None:
+        return
+    bufs = _spares()
+    bufs.append(buf)
+    total = sum(len(b) for b in bufs)
+    while len(bufs) > _SPARES or (total > _SPARE_BYTES and len(bufs) > 1):
+        total -= len(bufs.pop(0))
 
 
 def _scratch() -> memoryview:
@@ -968,16 +1010,8 @@ class PDUReader:
         return self._body is None and self._size >= length
 
     def _new_body(self, length: int) -> memoryview:
-        spare: bytearray | None = _spare_local.__dict__.pop("body", None)
-        # Reuse the last body's buffer if it is large enough and nothing
-        # refers to it any more (only the local name and getrefcount's
-        # argument; a live view adds its managed buffer): saves allocating
-        # and zeroing a buffer per PDU when the data went to a sink.  A data
-        # set's last PDU is usually shorter than the others, so the buffer
-        # is reused for any length up to its own.
-        if spare is not None and len(spare) >= length and _getrefcount is not None and _getrefcount(spare) <= 2:
-            buf: bytearray = spare
-        else:
+        buf = _reuse_spare(length)
+        if buf is None:
             buf = bytearray(length)
         body = memoryview(buf)[:length]
         n = self._size  # a prefix of this body, received into the scratch buffer
@@ -1047,7 +1081,7 @@ class PDUReader:
                 return None
             self._body = None
             self._header = None
-            _spare_local.body = self._body_buf
+            _keep_spare(self._body_buf)
             self._body_buf = None
             self._large = True
             self._small_run = 0

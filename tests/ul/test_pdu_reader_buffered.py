@@ -9,6 +9,8 @@ in place (the buffer handed out is the body's own).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import random
 import struct
 
@@ -165,39 +167,70 @@ def test_oversize_pdata_raises_before_any_body_buffer() -> None:
         reader.next_pdu()
 
 
-def test_body_buffer_reused_only_when_released() -> None:
+@pytest.fixture
+def no_spares() -> Iterator[None]:
+    """Start with no kept body buffers in this thread (other tests leave some)."""
+    P._spare_local.bufs = []
+    yield
+    P._spare_local.bufs = []
+
+
+def _read_one(reader: PDUReader, pdu: bytes = BIG) -> memoryview:
+    item = None
+    for piece in (pdu[:6], pdu[6:]):
+        buf = reader.get_buffer()
+        buf[: len(piece)] = piece
+        reader.buffer_updated(len(piece))
+        item = reader.next_pdu()  # the core parses after every read
+    assert item is not None
+    return item[1]
+
+
+def test_body_buffer_reused_only_when_released(no_spares: None) -> None:
     reader = PDUReader()
-    got: list[memoryview] = []
-
-    def one() -> memoryview:
-        for piece in (BIG[:6], BIG[6:]):
-            buf = reader.get_buffer()
-            buf[: len(piece)] = piece
-            reader.buffer_updated(len(piece))
-            item = reader.next_pdu()  # the core parses after every read
-        assert item is not None
-        return item[1]
-
-    first = one()
+    first = _read_one(reader)
     first_obj = first.obj
-    got.append(first)
-    second = one()  # the first body is still referenced: a new buffer
+    second = _read_one(reader)  # the first body is still referenced: a new buffer
     assert second.obj is not first_obj
     assert bytes(first) == bytes(second) == BIG[6:]
-    del got, first, first_obj
-    third_obj_id = id(second.obj)
+    second_id = id(second.obj)
     del second
-    third = one()  # the second body was released: reused (CPython refcounts)
+    third = _read_one(reader)  # the second body was released: reused (CPython refcounts)
     if P._getrefcount is not None:
-        assert id(third.obj) == third_obj_id
-    assert bytes(third) == BIG[6:]
+        assert id(third.obj) == second_id
+    assert third.obj is not first_obj  # still referenced
+    assert bytes(third) == BIG[6:] and bytes(first) == BIG[6:]
+
+
+def test_a_held_data_sets_bodies_are_all_reused_once_released(no_spares: None) -> None:
+    # A consumer that keeps every body of a data set until it is complete
+    # (a C-GET SCU, a store handler writing to disk) releases several at
+    # once: the next data set reuses every one of them.
+    if P._getrefcount is None:
+        pytest.skip("buffer reuse is detected by reference counts (CPython)")
+    reader = PDUReader()
+    held = [_read_one(reader) for _ in range(3)]
+    ids = {id(v.obj) for v in held}
+    assert len(ids) == 3
+    del held
+    again = [_read_one(reader) for _ in range(3)]
+    assert {id(v.obj) for v in again} == ids
+    assert all(bytes(v) == BIG[6:] for v in again)
+
+
+def test_kept_buffers_are_bounded(no_spares: None) -> None:
+    reader = PDUReader()
+    held = [_read_one(reader) for _ in range(P._SPARES + 3)]
+    assert len(P._spare_local.bufs) <= P._SPARES
+    assert sum(len(b) for b in P._spare_local.bufs) <= max(P._SPARE_BYTES, len(BIG))
+    del held
 
 
 def _pdata(body_len: int) -> bytes:
     return bytes([0x04, 0]) + body_len.to_bytes(4, "big") + bytes(range(256)) * (body_len // 256) + bytes(body_len % 256)
 
 
-def test_a_shorter_body_reuses_a_longer_released_buffer() -> None:
+def test_a_shorter_body_reuses_a_longer_released_buffer(no_spares: None) -> None:
     # A data set's last PDU is usually shorter than the ones before it; the
     # released buffer of a long body serves it, and the next long body too.
     if P._getrefcount is None:
