@@ -6,12 +6,17 @@ the ceiling for any server there, with the same generator: the ``ceiling``
 row of the SCP table.  It needs a C compiler (``cc``, or ``$CC``); without
 one the row is skipped, as the DCMTK rows are without DCMTK.
 
-``python -m benchmarks.null_scp --port 11112 [--processes N]`` runs it by hand.
+The same canned-reply server in Python on uvloop (:func:`serve_python`,
+``--python``) is the ``ceiling-python`` row: what an asyncio server costs
+per cycle before it does any DICOM work.
+
+``python -m benchmarks.null_scp --port 11112 [--processes N] [--python]`` runs it by hand.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import shutil
 import subprocess
@@ -80,11 +85,55 @@ def command(directory: str, port: int, processes: int = 1) -> list[str]:
     return [binary, str(port), ac, rsp, rp, str(processes)]
 
 
+class _CannedProtocol(asyncio.Protocol):
+    """Frames PDUs by their headers; answers each whole one with a canned reply (as null_scp.c)."""
+
+    def __init__(self, replies: dict[int, bytes]) -> None:
+        self.replies = replies
+        self.transport: asyncio.Transport | None = None
+        self.buf = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        buf = self.buf + data if self.buf else data
+        while len(buf) >= 6:
+            end = 6 + int.from_bytes(buf[2:6], "big")
+            if len(buf) < end:
+                break
+            reply = self.replies.get(buf[0])
+            if reply is None:  # A-ABORT or anything unexpected
+                self.transport.close()
+                return
+            self.transport.write(reply)
+            buf = buf[end:]
+        self.buf = buf
+
+
+async def serve_python(port: int, host: str = "127.0.0.1") -> None:
+    """Serve the canned replies with an asyncio Protocol until cancelled."""
+    ac, rsp, rp = canned_replies()
+    replies = {0x01: ac, 0x04: rsp, 0x05: rp}
+    server = await asyncio.get_running_loop().create_server(
+        lambda: _CannedProtocol(replies), host, port, backlog=4096, reuse_address=True
+    )
+    async with server:
+        await server.serve_forever()
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--processes", type=int, default=1)
+    p.add_argument("--python", action="store_true", help="the Python (uvloop) canned-reply server instead")
     args = p.parse_args()
+    if args.python:
+        import uvloop
+
+        uvloop.run(serve_python(args.port))
+        return 0
     with tempfile.TemporaryDirectory(prefix="aiodicom-null-scp-") as tmp:
         argv = command(tmp, args.port, args.processes)
         return subprocess.call(argv)

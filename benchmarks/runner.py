@@ -240,6 +240,10 @@ def implementations(cfg: Config) -> list[Impl]:
              server_cmd=ceiling_cmd(1), note="benchmarks/null_scp.c: no DICOM work, the floor of any server"),
         Impl("scp", "ceiling-workers", f"ceiling: canned replies, {workers} procs", "ceiling", unavailable=no_cc,
              server_cmd=ceiling_cmd(workers), note=f"null_scp.c in {workers} processes sharing the socket"),
+        Impl("scp", "ceiling-python", "ceiling: canned replies, Python", "ceiling",
+             server_cmd=lambda port, tmp: (python_module("benchmarks.null_scp", "--python", "--port", str(port)),
+                                           python_env()),
+             note="the same canned replies from an asyncio Protocol: a Python server's cost before DICOM work"),
         Impl("scu", "aiodicom-asyncio", "aiodicom SCU, asyncio loop", "aiodicom", client_cmd=aio_client("asyncio")),
         Impl("scu", "aiodicom-uvloop", "aiodicom SCU, uvloop", "aiodicom", client_cmd=aio_client("uvloop")),
         Impl("scu", "pynetdicom", "pynetdicom SCU (N threads)", "pynetdicom", unavailable=no_pynd,
@@ -561,6 +565,8 @@ def format_report(report: Report) -> str:
         "ceiling: rate / the best 'ceiling' row's rate.  The ceiling rows are benchmarks/null_scp.c, a C",
         "  epoll server that frames PDUs and writes replies encoded once (no DICOM work): the most any",
         "  server can do against this load generator on this machine.  A target above it is out of reach.",
+        "  'canned replies, Python' answers the same way from an asyncio Protocol on uvloop: what a Python",
+        "  server costs per cycle before any DICOM work.  The best of the ceiling rows is the base.",
         "pynetdicom SCP: maximum_associations and listen backlog raised to 4096 (defaults 10 and 5).",
         "aiodicom serve runs with --quiet (no INFO line per association; storescp and pynetdicom's",
         "  silenced loggers print none either); the INFO line costs about 60 us per association.",
@@ -604,7 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--impl",
         default=None,
         help="comma-separated implementation keys: aiodicom-asyncio, aiodicom-uvloop, aiodicom-workers (SCP), "
-        "pynetdicom, pynetdicom-nodelay, dcmtk, dcmtk-fork, ceiling, ceiling-workers (SCP) [all]",
+        "pynetdicom, pynetdicom-nodelay, dcmtk, dcmtk-fork, ceiling, ceiling-workers, ceiling-python (SCP) [all]",
     )
     p.add_argument("--quick", action="store_true", help="tiny smoke run (0.5 s cells, clients 1,4)")
     p.add_argument("--json", dest="json_path", metavar="PATH", help="save raw results (with latencies) here")

@@ -8,6 +8,7 @@ failed cycle.  Real sockets, aiodicom's server as the peer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import sys
 from pathlib import Path
@@ -157,3 +158,26 @@ def test_canned_replies_are_aiodicoms_answers() -> None:
     # one PDV on context 1, command + last fragment, a C-ECHO-RSP to ID 1
     assert rsp[0] == 0x04 and rsp[10:12] == bytes([1, 0x03])
     _check_echo_rsp(rsp[12:])
+
+
+async def test_the_python_canned_server_passes_the_generators_checks() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    task = asyncio.ensure_future(null_scp.serve_python(port))
+    try:
+        pdus = encode_cycle("ANY-SCP", "BENCH")
+        for _ in range(200):  # until it listens
+            try:
+                await asyncio.wait_for(cycle(("127.0.0.1", port), pdus), 10)
+                break
+            except ConnectionRefusedError:
+                await asyncio.sleep(0.02)
+        else:
+            pytest.fail("the Python canned server never listened")
+        for _ in range(10):
+            await asyncio.wait_for(cycle(("127.0.0.1", port), pdus), 10)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
