@@ -142,7 +142,10 @@ class ArchiveServer(Server):
 
     def _association_opened(self, assoc: Association) -> None:
         super()._association_opened(assoc)
-        self._stats[id(assoc)] = _AssocStats()
+        # The counts only feed the INFO line at close: with INFO off
+        # (`aiodicom serve --quiet`), nothing is kept or counted.
+        if log.isEnabledFor(logging.INFO):
+            self._stats[id(assoc)] = _AssocStats()
 
     def _association_closed(self, assoc: Association) -> None:
         super()._association_closed(assoc)
