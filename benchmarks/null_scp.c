@@ -197,6 +197,9 @@ int main(int argc, char **argv)
         perror("bind/listen");
         return 2;
     }
+    /* one line once listening, so a caller can wait for it instead of polling */
+    printf("listening on port %d\n", port);
+    fflush(stdout);
     for (int i = 1; i < procs; i++) {
         pid_t pid = fork();
         if (pid == 0) {

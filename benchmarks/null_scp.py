@@ -112,13 +112,18 @@ class _CannedProtocol(asyncio.Protocol):
         self.buf = buf
 
 
-async def serve_python(port: int, host: str = "127.0.0.1") -> None:
-    """Serve the canned replies with an asyncio Protocol until cancelled."""
+async def serve_python(port: int, host: str = "127.0.0.1", listening: asyncio.Future[int] | None = None) -> None:
+    """Serve the canned replies with an asyncio Protocol until cancelled.
+
+    ``port`` 0 picks a free port; ``listening`` gets the port once bound.
+    """
     ac, rsp, rp = canned_replies()
     replies = {0x01: ac, 0x04: rsp, 0x05: rp}
     server = await asyncio.get_running_loop().create_server(
         lambda: _CannedProtocol(replies), host, port, backlog=4096, reuse_address=True
     )
+    if listening is not None:
+        listening.set_result(server.sockets[0].getsockname()[1])
     async with server:
         await server.serve_forever()
 

@@ -132,17 +132,12 @@ async def test_the_ceiling_server_passes_the_generators_checks(tmp_path: Path) -
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     argv = null_scp.command(str(tmp_path), port)
-    proc = await asyncio.create_subprocess_exec(*argv)
+    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE)
     try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 30)  # printed once it listens
+        assert line.startswith(b"listening"), line
         pdus = encode_cycle("ANY-SCP", "BENCH")
-        for attempt in range(200):  # until it listens
-            try:
-                await asyncio.wait_for(cycle(("127.0.0.1", port), pdus), 10)
-                break
-            except ConnectionRefusedError:
-                await asyncio.sleep(0.05)
-        else:
-            pytest.fail("null_scp never listened")
         for _ in range(20):
             await asyncio.wait_for(cycle(("127.0.0.1", port), pdus), 10)
         assert proc.returncode is None  # still serving
@@ -161,20 +156,11 @@ def test_canned_replies_are_aiodicoms_answers() -> None:
 
 
 async def test_the_python_canned_server_passes_the_generators_checks() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    task = asyncio.ensure_future(null_scp.serve_python(port))
+    listening: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    task = asyncio.ensure_future(null_scp.serve_python(0, listening=listening))
     try:
+        port = await asyncio.wait_for(asyncio.shield(listening), 10)
         pdus = encode_cycle("ANY-SCP", "BENCH")
-        for _ in range(200):  # until it listens
-            try:
-                await asyncio.wait_for(cycle(("127.0.0.1", port), pdus), 10)
-                break
-            except ConnectionRefusedError:
-                await asyncio.sleep(0.02)
-        else:
-            pytest.fail("the Python canned server never listened")
         for _ in range(10):
             await asyncio.wait_for(cycle(("127.0.0.1", port), pdus), 10)
     finally:
