@@ -274,14 +274,17 @@ class Association(asyncio.BufferedProtocol):
         self._flush()
         if conn.close_transport and self.transport is not None and not self.transport.is_closing():
             self.transport.close()
+        # The ARTIM timer (PS3.8 9.1.5) is armed lazily: a timer already due
+        # no later than the core's deadline is left alone (the core ignores
+        # an early expiry and the next pump arms the real one), and one whose
+        # deadline went away is not cancelled.  Per cycle that is one timer
+        # instead of two armed and two cancelled (request, then release).
         deadline = conn.next_deadline()
-        if deadline != self._timer_at:
+        if deadline is not None and (self._timer_at is None or deadline < self._timer_at):
             if self._timer is not None:
                 self._timer.cancel()
-                self._timer = None
             self._timer_at = deadline
-            if deadline is not None:
-                self._timer = self._loop.call_at(deadline, self._on_timer)
+            self._timer = self._loop.call_at(deadline, self._on_timer)
 
     def _flush(self) -> None:
         out = self.conn.take_output()

@@ -120,7 +120,12 @@ def negotiate(
         if ours is None:
             results.append(P.PresentationContextAC(cid, P.PCTX_ABSTRACT_SYNTAX_NOT_SUPPORTED, ctx.transfer_syntaxes[0]))
             continue
-        chosen = next((ts for ts in ours if ts in ctx.transfer_syntaxes), None)
+        chosen = None
+        offered = ctx.transfer_syntaxes
+        for ts in ours:  # our order of preference
+            if ts in offered:
+                chosen = ts
+                break
         if chosen is None:
             results.append(P.PresentationContextAC(cid, P.PCTX_TRANSFER_SYNTAXES_NOT_SUPPORTED, ctx.transfer_syntaxes[0]))
             continue

@@ -167,6 +167,23 @@ async def test_artim_closes_silent_connection(make_server) -> None:  # type: ign
     await wait_no_associations(server)
 
 
+async def test_artim_closes_after_release_when_the_requestor_stays(make_server) -> None:  # type: ignore[no-untyped-def]
+    # PS3.8 9.2 (AR-4): after its A-RELEASE-RP the acceptor waits for the
+    # requestor to close, under ARTIM, and closes itself when it expires.
+    # (tests/aio/test_artim_timer.py drives the timer on a controlled clock.)
+    server = await make_server(artim_timeout=0.3)
+    reader, writer = await raw_associate(server.port)
+    try:
+        writer.write(P.AReleaseRQ().encode())
+        ptype, _body = await read_pdu(reader)
+        assert ptype == P.A_RELEASE_RP
+        data = await read_until_eof(reader)  # we do not close: ARTIM must
+    finally:
+        writer.close()
+    assert data == b""
+    await wait_no_associations(server)
+
+
 async def test_artim_after_partial_request(make_server) -> None:  # type: ignore[no-untyped-def]
     server = await make_server(artim_timeout=0.3)
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
