@@ -218,3 +218,19 @@ def test_data_repeats_show_the_median_run_and_the_range() -> None:
     text = data_suite.format_data_report(report)
     assert "3 runs per cell" in text and "range of 3 runs" in text
     assert "10-30" in text.replace(" ", "")
+
+
+def test_inproc_server_side_cycles() -> None:
+    """``benchmarks.inproc --side scp`` feeds a server the generator's bytes and checks its replies."""
+    import asyncio
+
+    import aiodicom
+    from benchmarks import inproc
+
+    res = asyncio.run(inproc.server_cycles(20))
+    assert res["cycles"] == 20 and res["errors"] == 0 and res["cpu_s"] > 0
+
+    async def rejecting() -> dict[str, float]:  # a server that refuses the called AE title
+        return await inproc.server_cycles(5, aiodicom.Server("SOMEONE-ELSE", strict_called_ae=True))
+
+    assert asyncio.run(rejecting())["errors"] == 5
