@@ -558,6 +558,19 @@ class Association(asyncio.BufferedProtocol):
         if self._write_paused:
             await self.drain()
 
+    def _send_with_next(self, context_id: int, command: Command) -> None:
+        """Queue a message without a data set to leave with whatever is sent next, in order.
+
+        Saves a write where more follows at once (a C-GET SCP's pending
+        response before its next C-STORE sub-operation).  Every send, and
+        every received PDU, writes what is queued.
+        """
+        if self.closed.done() or not self.conn.is_established:
+            raise AssociationAborted("association is not established")
+        if _ev.enabled:
+            _ev.message(self, "sent", context_id, command, 0)
+        self.conn.send_data(fragment_message(context_id, encode_command(command), None, self.peer_max_pdu))
+
     def open_operation(self, context_id: int, message_id: int) -> _Operation:
         """Register an operation whose responses we expect."""
         op = _Operation(context_id)
@@ -689,7 +702,10 @@ class Association(asyncio.BufferedProtocol):
         if _ev.enabled:
             _ev.message(self, "sent", context_id, command, length)
         self.conn.send_data(fragment_message(context_id, encode_command(command), None, self.peer_max_pdu))
-        self._flush()
+        # The command's PDU(s) go out with the first data PDU's header in one
+        # send (MSG_MORE), so the peer gets the command and the data in one
+        # segment and wakes once; through the transport if that is not possible.
+        lead = self.conn.take_output()
         limit = self.peer_max_pdu or UNLIMITED_PDU_CAP
         max_frag = (min(limit, 0xFFFFFFFF) - 6) & ~1  # even fragments but the last (PS3.8 E.2)
         pos = 0
@@ -703,6 +719,9 @@ class Association(asyncio.BufferedProtocol):
                     raise AssociationAborted("association closed while sending")
                 sock = self._sendfile_socket() if take else None
                 if sock is not None and not transport.get_write_buffer_size():
+                    if lead:
+                        hdr = b"".join([*lead, hdr])
+                        lead = []
                     head, done = _sendfile_pdu(sock, hdr, fd, offset + pos, take)
                     self.bytes_sent += len(hdr) - len(head) + done
                     if head or done < take:
@@ -713,6 +732,10 @@ class Association(asyncio.BufferedProtocol):
                         transport.writelines([head, rest] if head else [rest])
                         await self._drain_empty()
                 else:
+                    if lead:
+                        self.bytes_sent += sum(len(b) for b in lead)
+                        transport.writelines(lead)
+                        lead = []
                     self.conn.send_data([hdr, _pread_exact(fd, take, offset + pos)])
                     self._flush()
                     await self.drain()

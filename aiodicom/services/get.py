@@ -1111,7 +1111,13 @@ async def _perform(req: GetRequest, handler: GetHandler) -> None:
                     raise late
             remaining = subops.remaining(source.total)
             if remaining != 0 and mid not in assoc.cancelled_requests:
-                await assoc.send(ctx_id, subops.pending(msg.command, remaining))
+                # With the next instance already prepared, the pending
+                # response (optional, PS3.4 C.4.3.1.4) leaves in the same
+                # write as that sub-operation's C-STORE-RQ.
+                if ahead is not None:
+                    assoc._send_with_next(ctx_id, subops.pending(msg.command, remaining))
+                else:
+                    await assoc.send(ctx_id, subops.pending(msg.command, remaining))
     except _HandlerError as exc:
         cause = exc.__cause__ or exc
         log.error("C-GET handler failed", exc_info=cause)

@@ -805,6 +805,47 @@ async def test_files_are_sent_byte_identical_whichever_way_they_are_read(
     assert env.stats.get("sendfile", 0) == (3 if probe is not None else 0)
 
 
+async def test_a_pending_response_leaves_with_the_next_sub_operation(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Performance with an observable shape: with the next instance already
+    # prepared, the pending C-GET-RSP is written together with the next
+    # C-STORE-RQ and that instance's first data header (one send), and the
+    # SCU still sees every pending response, in order.
+    from aiodicom.aio import association as assoc_mod
+    from aiodicom.services import get as get_mod
+
+    recs = env.archive.add_series(3)
+    probe = get_mod.open_part10_cached(recs[0].path)
+    if probe is None:
+        pytest.skip("no RWF_NOWAIT reads here: the files are not sent with sendfile")
+    os.close(probe[1])
+    heads: list[bytes] = []
+    orig = assoc_mod._sendfile_pdu
+
+    def spy(sock: Any, hdr: bytes, fd: int, offset: int, n: int) -> tuple[bytes, int]:
+        heads.append(bytes(hdr))
+        return orig(sock, hdr, fd, offset, n)
+
+    monkeypatch.setattr(assoc_mod, "_sendfile_pdu", spy)
+    async with client(env.port) as assoc:
+        items, result = await collect(assoc.get(identifier("STUDY", "study", study_uid=STUDY1), "study"))
+    assert result.status == 0 and result.completed == 3
+    assert [p.remaining for p in items if isinstance(p, GetProgress)] == [2, 1]
+
+    def command_fields(head: bytes) -> list[int]:
+        """The CommandField of each whole command PDU at the start of ``head``."""
+        out, pos = [], 0
+        while pos + 12 <= len(head) and head[pos + 11] == 0x03:  # PDV: command, last fragment
+            length = int.from_bytes(head[pos + 2 : pos + 6], "big")
+            body = head[pos + 12 : pos + 6 + length]
+            at = body.index(bytes.fromhex("0000 0001 0200 0000"))  # (0000,0100) US, length 2
+            out.append(int.from_bytes(body[at + 8 : at + 10], "little"))
+            pos += 6 + length
+        return out
+
+    firsts = [command_fields(h) for h in heads if len(h) > 12]
+    assert firsts == [[C_STORE_RQ], [0x8010, C_STORE_RQ], [0x8010, C_STORE_RQ]]
+
+
 async def test_next_instance_is_prepared_while_the_peer_answers(env: Env) -> None:
     # Pipelining (a performance property with an observable order): the SCP
     # takes sub-operation n+1 from the handler while the SCU is still

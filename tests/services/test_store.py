@@ -358,6 +358,41 @@ async def test_cached_file_goes_by_sendfile_small_pdus_byte_identical(monkeypatc
     assert calls == ([len(rec.data[0])] if probe is not None else [])
 
 
+async def test_send_file_command_goes_with_the_first_data_header(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command PDU and the first data PDU's header leave in one send (MSG_MORE), not two writes."""
+    from aiodicom.aio import association as assoc_mod
+
+    heads: list[bytes] = []
+    orig = assoc_mod._sendfile_pdu
+
+    def spy(sock: Any, hdr: bytes, fd: int, offset: int, n: int) -> tuple[bytes, int]:
+        heads.append(bytes(hdr))
+        return orig(sock, hdr, fd, offset, n)
+
+    monkeypatch.setattr(assoc_mod, "_sendfile_pdu", spy)
+    rec = Recorder()
+    server = await start_server(rec, max_pdu=4096)
+    try:
+        path = sample("CT_small.dcm")
+        open(path, "rb").read()  # in the page cache
+        probe = store_mod.open_part10_cached(path)
+        if probe is None:
+            pytest.skip("no RWF_NOWAIT reads here: the file is not sent with sendfile")
+        os.close(probe[1])
+        async with connect(server, [CT]) as assoc:
+            assert await assoc.store(path) == 0
+    finally:
+        await server.close(timeout=1.0)
+    assert rec.data == [dataset_bytes(path)]
+    first = heads[0]
+    # a P-DATA-TF with the whole command (PDV control 0x03), then a data PDU header (control 0x00)
+    length = int.from_bytes(first[2:6], "big")
+    assert first[0] == 0x04 and first[11] == 0x03
+    assert len(first) == 6 + length + 12
+    assert first[6 + length] == 0x04 and first[6 + length + 11] in (0x00, 0x02)
+    assert all(len(h) == 12 for h in heads[1:])  # the other PDUs: their header alone
+
+
 async def test_send_streaming_odd_chunks_and_async_iterables(recorder_server: Any) -> None:
     server, rec = recorder_server
     payload = bytes(range(256)) * 41 + b"\x01"  # odd total
