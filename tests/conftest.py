@@ -127,3 +127,20 @@ def temp_files_on_loop(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
 
     monkeypatch.setattr(part10, "_create_temp", spy)
     return where
+
+
+@pytest.fixture
+def sendfile_heads(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The bytes written ahead of each sendfile during the test (PDU header,
+    and any queued PDUs that left with it), in order."""
+    from aiodicom.aio import association as assoc_mod
+
+    heads: list[bytes] = []
+    orig = assoc_mod._sendfile_pdu
+
+    def spy(sock: object, hdr: bytes, fd: int, offset: int, n: int) -> tuple[bytes, int]:
+        heads.append(bytes(hdr))
+        return orig(sock, hdr, fd, offset, n)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(assoc_mod, "_sendfile_pdu", spy)
+    return heads

@@ -84,20 +84,20 @@ class _Operation:
             w.set_result(None)
 
 
-def _expire(fut: asyncio.Future[None], message: str) -> None:
+def _expire(fut: asyncio.Future[None], what: str, timeout: float) -> None:
     if not fut.done():
-        fut.set_exception(DIMSETimeout(message))
+        fut.set_exception(DIMSETimeout(f"no {what} within {timeout} s"))
 
 
 def arm_timeout(
-    loop: asyncio.AbstractEventLoop, fut: asyncio.Future[None], timeout: float | None, message: str
+    loop: asyncio.AbstractEventLoop, fut: asyncio.Future[None], timeout: float | None, what: str
 ) -> asyncio.TimerHandle | None:
-    """Fail ``fut`` with DIMSETimeout(``message``) after ``timeout`` seconds (None: never).
+    """Fail ``fut`` with DIMSETimeout("no ``what`` within ``timeout`` s") after ``timeout`` seconds (None: never).
 
     Cancel the returned handle once ``fut`` is done.  Cheaper than
     ``asyncio.timeout()`` for the wait on every response of an operation.
     """
-    return None if timeout is None else loop.call_later(timeout, _expire, fut, message)
+    return None if timeout is None else loop.call_later(timeout, _expire, fut, what, timeout)
 
 
 class Association(asyncio.BufferedProtocol):
@@ -593,7 +593,7 @@ class Association(asyncio.BufferedProtocol):
         op.waiter = fut
         # A plain timer instead of asyncio.timeout(): this runs once per
         # awaited response, and the timer is all the timeout needs.
-        timer = arm_timeout(self._loop, fut, timeout, f"no response within {timeout} s")
+        timer = arm_timeout(self._loop, fut, timeout, "response")
         try:
             await fut
         finally:

@@ -442,7 +442,7 @@ class GetOperation(RetrieveOperation[GetProgress, GetResult]):
                 raise op.error
             fut: asyncio.Future[None] = (self._loop or asyncio.get_running_loop()).create_future()
             inbox.waiter = op.waiter = fut
-            timer = arm_timeout(fut.get_loop(), fut, timeout, f"no C-GET message within {timeout} s")
+            timer = arm_timeout(fut.get_loop(), fut, timeout, "C-GET message")
             try:
                 await fut
             finally:

@@ -805,12 +805,11 @@ async def test_files_are_sent_byte_identical_whichever_way_they_are_read(
     assert env.stats.get("sendfile", 0) == (3 if probe is not None else 0)
 
 
-async def test_a_pending_response_leaves_with_the_next_sub_operation(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_pending_response_leaves_with_the_next_sub_operation(env: Env, sendfile_heads: list[bytes]) -> None:
     # Performance with an observable shape: with the next instance already
     # prepared, the pending C-GET-RSP is written together with the next
     # C-STORE-RQ and that instance's first data header (one send), and the
     # SCU still sees every pending response, in order.
-    from aiodicom.aio import association as assoc_mod
     from aiodicom.services import get as get_mod
 
     recs = env.archive.add_series(3)
@@ -818,14 +817,7 @@ async def test_a_pending_response_leaves_with_the_next_sub_operation(env: Env, m
     if probe is None:
         pytest.skip("no RWF_NOWAIT reads here: the files are not sent with sendfile")
     os.close(probe[1])
-    heads: list[bytes] = []
-    orig = assoc_mod._sendfile_pdu
-
-    def spy(sock: Any, hdr: bytes, fd: int, offset: int, n: int) -> tuple[bytes, int]:
-        heads.append(bytes(hdr))
-        return orig(sock, hdr, fd, offset, n)
-
-    monkeypatch.setattr(assoc_mod, "_sendfile_pdu", spy)
+    heads = sendfile_heads
     async with client(env.port) as assoc:
         items, result = await collect(assoc.get(identifier("STUDY", "study", study_uid=STUDY1), "study"))
     assert result.status == 0 and result.completed == 3

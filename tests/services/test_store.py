@@ -358,18 +358,10 @@ async def test_cached_file_goes_by_sendfile_small_pdus_byte_identical(monkeypatc
     assert calls == ([len(rec.data[0])] if probe is not None else [])
 
 
-async def test_send_file_command_goes_with_the_first_data_header(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_send_file_command_goes_with_the_first_data_header(sendfile_heads: list[bytes]) -> None:
     """The command PDU and the first data PDU's header leave in one send (MSG_MORE), not two writes."""
-    from aiodicom.aio import association as assoc_mod
 
-    heads: list[bytes] = []
-    orig = assoc_mod._sendfile_pdu
-
-    def spy(sock: Any, hdr: bytes, fd: int, offset: int, n: int) -> tuple[bytes, int]:
-        heads.append(bytes(hdr))
-        return orig(sock, hdr, fd, offset, n)
-
-    monkeypatch.setattr(assoc_mod, "_sendfile_pdu", spy)
+    heads = sendfile_heads
     rec = Recorder()
     server = await start_server(rec, max_pdu=4096)
     try:
