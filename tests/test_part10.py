@@ -990,3 +990,107 @@ def test_meta_window_parse_raises_what_the_element_reader_raises(index: int) -> 
     got = outcome(lambda: _p._parse_meta_window(memoryview(data), path, len(data)))
     assert got == ref
     assert index == 0 or isinstance(ref, tuple)
+
+
+def _settle(path: Path, age_s: int = 60) -> None:
+    """Backdate ``path``'s times so that its File Meta may be remembered.
+
+    Only mtime can be set; a file's ctime is the time of the change, so the
+    cache also needs ctime settled: the tests that want a hit lower the
+    threshold instead (``_META_SETTLED_NS``).
+    """
+    st = os.stat(path)
+    os.utime(path, ns=(st.st_atime_ns - age_s * 10**9, st.st_mtime_ns - age_s * 10**9))
+
+
+@pytest.fixture
+def meta_cache(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Path]]:
+    """An empty File Meta cache that trusts files at once; yields the paths parsed."""
+    from aiodicom import part10 as _p
+
+    if getattr(os, "RWF_NOWAIT", None) is None or _p._get_page_cache() is None:
+        pytest.skip("no RWF_NOWAIT / page cache checks on this platform")
+    monkeypatch.setattr(_p, "_meta_cache", {})
+    monkeypatch.setattr(_p, "_META_SETTLED_NS", -(10**12))
+    parsed: list[Path] = []
+    real = _p._parse_meta_window
+
+    def counting(window: memoryview, path: Path, size: int) -> Part10Info:
+        parsed.append(path)
+        return real(window, path, size)
+
+    monkeypatch.setattr(_p, "_parse_meta_window", counting)
+    yield parsed
+
+
+def _open_cached(path: Path) -> Part10Info:
+    from aiodicom.part10 import open_part10_cached
+
+    opened = open_part10_cached(path)
+    if opened is None:
+        pytest.skip("RWF_NOWAIT reads are not supported on this file system")
+    info, fd = opened
+    os.close(fd)
+    return info
+
+
+def test_open_part10_cached_remembers_file_meta(tmp_path: Path, meta_cache: list[Path]) -> None:
+    path = tmp_path / "a.dcm"
+    write_part10(path, CT_CLASS, "1.2.3.4", uids.ExplicitVRLittleEndian, [b"\x08\x00\x05\x00CS\x00\x00"])
+    first = _open_cached(path)
+    first.sop_instance_uid = "9.9"  # what the caller does with its copy stays its own
+    second = _open_cached(str(path))
+    assert meta_cache == [path]  # parsed once
+    assert second == read_part10_info(path) and second.sop_instance_uid == "1.2.3.4"
+    second.sop_instance_uid = "9.8"  # a copy of the remembered one, too
+    assert _open_cached(path).sop_instance_uid == "1.2.3.4"
+    assert meta_cache == [path]
+
+
+def test_open_part10_cached_sees_a_changed_file(tmp_path: Path, meta_cache: list[Path]) -> None:
+    path = tmp_path / "a.dcm"
+    ds = [b"\x08\x00\x05\x00CS\x00\x00"]
+    write_part10(path, CT_CLASS, "1.2.3.4", uids.ExplicitVRLittleEndian, ds)
+    assert _open_cached(path).sop_instance_uid == "1.2.3.4"
+    # replaced by rename (a new inode)
+    write_part10(path, CT_CLASS, "1.2.3.5", uids.ExplicitVRLittleEndian, ds)
+    assert _open_cached(path).sop_instance_uid == "1.2.3.5"
+    # rewritten in place, same size, mtime put back: the ctime still moves
+    st = os.stat(path)
+    raw = path.read_bytes()
+    with open(path, "r+b") as f:
+        f.write(raw.replace(b"1.2.3.5", b"1.2.3.6"))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    if os.stat(path).st_ctime_ns == st.st_ctime_ns:
+        pytest.skip("this file system's ctime did not move")
+    assert _open_cached(path).sop_instance_uid == "1.2.3.6"
+    assert len(meta_cache) == 3
+
+
+def test_open_part10_cached_does_not_trust_fresh_files(tmp_path: Path, meta_cache: list[Path],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiodicom import part10 as _p
+
+    monkeypatch.setattr(_p, "_META_SETTLED_NS", 3600 * 10**9)  # an hour: this file is fresh
+    path = tmp_path / "a.dcm"
+    write_part10(path, CT_CLASS, "1.2.3.4", uids.ExplicitVRLittleEndian, [b"\x08\x00\x05\x00CS\x00\x00"])
+    _settle(path)  # an old mtime is not enough: the ctime is now
+    _open_cached(path)
+    _open_cached(path)
+    assert len(meta_cache) == 2 and _p._meta_cache == {}
+
+
+def test_open_part10_cached_cache_is_bounded(tmp_path: Path, meta_cache: list[Path],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiodicom import part10 as _p
+
+    monkeypatch.setattr(_p, "_META_CACHE_MAX", 3)
+    paths = []
+    for i in range(5):
+        paths.append(tmp_path / f"{i}.dcm")
+        write_part10(paths[-1], CT_CLASS, f"1.2.3.{i}", uids.ExplicitVRLittleEndian, [b"\x08\x00\x05\x00CS\x00\x00"])
+        _open_cached(paths[-1])
+    assert len(_p._meta_cache) == 3
+    assert {k[0] for k in _p._meta_cache} == {os.fspath(p) for p in paths[2:]}  # the oldest went first
+    _open_cached(paths[0])
+    assert meta_cache.count(paths[0]) == 2

@@ -709,6 +709,7 @@ class Association(asyncio.BufferedProtocol):
         limit = self.peer_max_pdu or UNLIMITED_PDU_CAP
         max_frag = (min(limit, 0xFFFFFFFF) - 6) & ~1  # even fragments but the last (PS3.8 E.2)
         pos = 0
+        sock: socket.socket | None = None  # made once, on the first data PDU
         try:
             while True:
                 take = min(max_frag, length - pos)
@@ -717,8 +718,9 @@ class Association(asyncio.BufferedProtocol):
                 transport = self.transport
                 if transport is None or transport.is_closing() or self.closed.done():
                     raise AssociationAborted("association closed while sending")
-                sock = self._sendfile_socket() if take else None
-                if sock is not None and not transport.get_write_buffer_size():
+                if take and sock is None:
+                    sock = self._sendfile_socket()
+                if take and sock is not None and not transport.get_write_buffer_size():
                     if lead:
                         hdr = b"".join([*lead, hdr])
                         lead = []
@@ -745,6 +747,9 @@ class Association(asyncio.BufferedProtocol):
         except BaseException:
             self.abort()  # a partly sent message cannot be taken back
             raise
+        finally:
+            if sock is not None:
+                sock.detach()  # the transport owns the descriptor
         if self._write_paused:
             await self.drain()
 
@@ -986,30 +991,29 @@ def _sendfile_pdu(sock: socket.socket, hdr: bytes, fd: int, offset: int, n: int)
     """Write ``hdr`` then ``n`` bytes of ``fd`` to the non-blocking ``sock``, as far as it takes them.
 
     Returns the part of the header not written and how many file bytes
-    were sent.  ``sock`` is detached afterwards (the transport owns the
-    descriptor).
+    were sent.  ``sock`` is not detached here: the caller detaches it.
     """
     try:
+        # MSG_MORE: the header waits for the data that follows (one segment)
+        sent = sock.send(hdr, _MSG_MORE)
+    except BlockingIOError:
+        return hdr, 0
+    if sent < len(hdr):
+        return hdr[sent:], 0
+    fileno = sock.fileno()
+    done = 0
+    while done < n:
         try:
-            # MSG_MORE: the header waits for the data that follows (one segment)
-            sent = sock.send(hdr, getattr(socket, "MSG_MORE", 0))
+            k = os.sendfile(fileno, fd, offset + done, n - done)
         except BlockingIOError:
-            return hdr, 0
-        if sent < len(hdr):
-            return hdr[sent:], 0
-        fileno = sock.fileno()
-        done = 0
-        while done < n:
-            try:
-                k = os.sendfile(fileno, fd, offset + done, n - done)
-            except BlockingIOError:
-                break
-            if k == 0:
-                raise ValueError(f"the file ended {n - done} bytes early (at offset {offset + done})")
-            done += k
-        return b"", done
-    finally:
-        sock.detach()
+            break
+        if k == 0:
+            raise ValueError(f"the file ended {n - done} bytes early (at offset {offset + done})")
+        done += k
+    return b"", done
+
+
+_MSG_MORE = getattr(socket, "MSG_MORE", 0)
 
 
 def _data_pdus(
