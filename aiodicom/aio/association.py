@@ -374,11 +374,16 @@ class Association(asyncio.BufferedProtocol):
             # sink now, so a streaming sink's partial file (e.g. the
             # archive's ``.tmp``) is removed instead of being left behind.
             reasm = self._reasm
-            if reasm is not None and reasm.in_progress:
-                try:
-                    reasm.reset()
-                except Exception:  # noqa: BLE001 - closing must go on
-                    log.exception("discarding a partial message failed")
+            if reasm is not None:
+                if reasm.in_progress:
+                    try:
+                        reasm.reset()
+                    except Exception:  # noqa: BLE001 - closing must go on
+                        log.exception("discarding a partial message failed")
+                # The sink factory is a partial holding this association: drop
+                # the reference cycle, so that reference counting frees the
+                # association now instead of the cyclic GC later.
+                reasm.dataset_sink = None
             if self._ops or not self.established.done():
                 exc2 = AssociationAborted("connection closed")
                 self._fail_established(exc2)
