@@ -468,7 +468,18 @@ class Association(asyncio.BufferedProtocol):
     request_handler: Callable[[Association, Message], Awaitable[None]] | None = None
 
     def _start_request(self, msg: Message) -> None:
-        handler = self.request_handler or (self.server.handle_request if self.server is not None else None)
+        server = self.server
+        if self.request_handler is None and server is not None:
+            try:
+                if server.answer_inline(self, msg):
+                    return
+            except (AssociationAborted, ConnectionError):
+                return
+            except Exception:
+                log.exception("request handler failed")
+                self.abort()
+                return
+        handler = self.request_handler or (server.handle_request if server is not None else None)
         assert handler is not None
         mid = msg.command.message_id or 0
         task = self._loop.create_task(self._run_request(handler, msg, mid))
@@ -525,6 +536,22 @@ class Association(asyncio.BufferedProtocol):
             fut = self._loop.create_future()
             self._drain_waiters.append(fut)
             await fut
+
+    def send_nowait(self, context_id: int, command: Command) -> None:
+        """Send one DIMSE message without a data set now (e.g. a response).
+
+        The bytes go to the transport at once, without waiting for write
+        buffer room (a command set is a few hundred bytes).  Raises
+        :class:`~aiodicom.aio.errors.AssociationAborted` when the association
+        is not established.
+        """
+        if self.closed.done() or not self.conn.is_established:
+            raise AssociationAborted("association is not established")
+        buffers = fragment_message(context_id, encode_command(command), None, self.peer_max_pdu)
+        if _ev.enabled:
+            _ev.message(self, "sent", context_id, command, 0)
+        self.conn.send_data(buffers)
+        self._flush()
 
     async def send(
         self,

@@ -243,6 +243,28 @@ class Server:
         log.debug("association from %s accepted with %d contexts", rq.calling_ae, len(contexts))
         return answer, contexts
 
+    def answer_inline(self, assoc: Association, msg: Message) -> bool:
+        """Answer ``msg`` on the spot when that needs no waiting; False: run :meth:`handle_request`.
+
+        Only the built-in C-ECHO SCP (:func:`~aiodicom.services.echo.handle_echo`
+        as the C-ECHO handler, the calling AE allowed to use it) is answered
+        here: its response is written from the receive callback, without a
+        task per request (a verification ping is the commonest request a
+        server gets).  Any other request, or a C-ECHO handler of the user's,
+        runs as a task through :meth:`handle_request`.  A subclass that
+        overrides :meth:`handle_request` and must see every request should
+        override this to return False.
+        """
+        command = msg.command
+        cf = command.command_field
+        if cf != C.C_ECHO_RQ or self.handlers.get(cf) is not handle_echo:
+            return False
+        policy = self.access_policy
+        if policy is not None and not policy.allows_command(assoc.calling_ae, cf):
+            return False  # refused (and logged) by handle_request
+        assoc.send_nowait(msg.context_id, C.echo_rsp(command.message_id or 0, 0x0000, command.affected_sop_class_uid))
+        return True
+
     async def handle_request(self, assoc: Association, msg: Message) -> None:
         """Dispatch one request to its handler (or refuse it)."""
         policy = self.access_policy

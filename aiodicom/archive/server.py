@@ -164,12 +164,22 @@ class ArchiveServer(Server):
             time.monotonic() - stats.opened,
         )
 
-    async def handle_request(self, assoc: Association, msg: Message) -> None:
-        """Count the request for the per-association log line, then dispatch it."""
+    def _count(self, assoc: Association, msg: Message) -> None:
         stats = self._stats.get(id(assoc))
         if stats is not None:
             cf = msg.command.command_field
             stats.ops[COMMAND_NAMES.get(cf, f"0x{cf:04X}")] += 1
+
+    def answer_inline(self, assoc: Association, msg: Message) -> bool:
+        """Count the request for the per-association log line when answered on the spot."""
+        if super().answer_inline(assoc, msg):
+            self._count(assoc, msg)
+            return True
+        return False
+
+    async def handle_request(self, assoc: Association, msg: Message) -> None:
+        """Count the request for the per-association log line, then dispatch it."""
+        self._count(assoc, msg)
         await super().handle_request(assoc, msg)
 
     async def close(self, timeout: float = 10.0) -> None:
