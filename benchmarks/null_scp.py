@@ -57,14 +57,36 @@ def compiler() -> str | None:
     return shutil.which("cc") or shutil.which("gcc")
 
 
-def build(directory: str) -> str:
-    """Compile ``null_scp.c`` into ``directory``; returns the binary's path."""
+class BuildError(RuntimeError):
+    """No C compiler, or the C instrument did not compile (the message is one line)."""
+
+
+def build_c(source: str, directory: str, name: str) -> str:
+    """Compile the C file ``source`` into ``directory/name`` (``cc -O2``); returns the binary's path.
+
+    Raises :class:`BuildError` with a one-line reason: no compiler, or the
+    compiler's first error line.
+    """
     cc = compiler()
     if cc is None:
-        raise FileNotFoundError("no C compiler (cc, gcc or $CC)")
-    out = os.path.join(directory, "null_scp")
-    subprocess.run([cc, "-O2", "-o", out, SOURCE], check=True, capture_output=True)
+        raise BuildError(f"no C compiler (cc, gcc or $CC) to build {os.path.basename(source)}")
+    out = os.path.join(directory, name)
+    try:
+        proc = subprocess.run(
+            [cc, "-O2", "-o", out, source], check=False, capture_output=True, text=True, errors="replace"
+        )
+    except OSError as exc:
+        raise BuildError(f"cannot run the C compiler {cc}: {exc}") from None
+    if proc.returncode != 0:
+        lines = [ln.strip() for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
+        first = next((ln for ln in lines if "error" in ln), lines[0] if lines else "no message")
+        raise BuildError(f"building {os.path.basename(source)} with {cc} failed (status {proc.returncode}): {first}")
     return out
+
+
+def build(directory: str) -> str:
+    """Compile ``null_scp.c`` into ``directory``; returns the binary's path."""
+    return build_c(SOURCE, directory, "null_scp")
 
 
 def prepare(directory: str, called_ae: str = "ANY-SCP", calling_ae: str = "BENCH") -> list[str]:

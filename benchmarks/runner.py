@@ -4,8 +4,10 @@ One *cycle* = TCP connect + A-ASSOCIATE-RQ/AC + C-ECHO-RQ/RSP +
 A-RELEASE-RQ/RP + close.  Two tables:
 
 (a) SCP side -- the server is under test; the load comes from a fixed fast
-    client (``benchmarks.raw_client``: pre-encoded PDUs, every reply checked,
-    uvloop, in its own process).
+    client in its own process, pre-encoded PDUs, every reply checked:
+    ``benchmarks.c_client`` (``cycle_client.c``, epoll; the default where a
+    C compiler is found) or ``benchmarks.raw_client`` (Python on uvloop,
+    ``--generator python``).  Both play the same bytes with the same checks.
 (b) SCU side -- the client is under test; it cycles against a fixed fast
     server (aiodicom's server on uvloop in its own process).
 
@@ -40,18 +42,38 @@ from .procs import (
     start_server,
 )
 
-__all__ = ["SIDES", "Config", "Impl", "Report", "Row", "format_report", "main", "run"]
+__all__ = ["GENERATORS", "SIDES", "Config", "Impl", "Report", "Row", "format_report", "main", "run", "side_title"]
 
 HOST = "127.0.0.1"
 SIDES = ("scp", "scu")
 
+GENERATORS = ("c", "python")
+
+#: the SCP side's load generator, in the table's title
+GENERATOR_LABELS = {
+    "c": "benchmarks/cycle_client.c, C on epoll",
+    "python": "benchmarks.raw_client, Python on uvloop",
+}
+
 SIDE_TITLES = {
     "scp": (
-        "(a) SCP side - the SERVER is under test; fixed load generator: benchmarks.raw_client "
-        "(pre-encoded PDUs, replies checked; uvloop, separate process)"
+        "(a) SCP side - the SERVER is under test; fixed load generator: {generator} "
+        "(pre-encoded PDUs, replies checked; separate process)"
     ),
     "scu": "(b) SCU side - the CLIENT is under test; fixed peer: aiodicom server on uvloop (separate process)",
 }
+
+
+def default_generator() -> str:
+    """The SCP side's load generator: ``c`` where a C compiler builds it, else ``python``."""
+    from . import null_scp
+
+    return "c" if null_scp.compiler() else "python"
+
+
+def side_title(side: str, generator: str) -> str:
+    """The title of ``side``'s table (the SCP one names its load generator)."""
+    return SIDE_TITLES[side].format(generator=GENERATOR_LABELS[generator])
 
 
 # --------------------------------------------------------------- configuration
@@ -72,6 +94,8 @@ class Config:
     timeout: float = 10.0
     json_path: str | None = None
     progress: Callable[[str], None] | None = None
+    #: the SCP side's load generator: "c" (benchmarks.c_client) or "python" (benchmarks.raw_client)
+    generator: str = field(default_factory=default_generator)
 
 
 @dataclass
@@ -300,6 +324,7 @@ def _meta(cfg: Config) -> dict[str, Any]:
             "warmup_s": cfg.warmup,
             "repeat": cfg.repeat,
             "sides": list(cfg.sides),
+            "generator": cfg.generator,
         },
     }
 
@@ -371,9 +396,11 @@ def _run_once(
         if impl.side == "scp":
             assert impl.server_cmd is not None
             server = _start(impl.key, impl.server_cmd)
-            argv = python_module(
-                "benchmarks.raw_client", "--loop", "uvloop", *_loadgen_common(server.port, cfg, server.pid)
-            )
+            common = _loadgen_common(server.port, cfg, server.pid)
+            if cfg.generator == "c":
+                argv = python_module("benchmarks.c_client", *common)
+            else:
+                argv = python_module("benchmarks.raw_client", "--loop", "uvloop", *common)
             watched = server
         else:
             assert impl.client_cmd is not None and fixed is not None
@@ -439,7 +466,7 @@ def run(cfg: Config) -> Report:
         side_impls = [i for i in impls if i.side == side]
         if not side_impls:
             continue
-        say(SIDE_TITLES[side])
+        say(side_title(side, cfg.generator))
         fixed: ServerProcess | None = None
         try:
             if side == "scu":
@@ -514,6 +541,7 @@ def _ratio(value: float | None) -> str:
 def format_report(report: Report) -> str:
     """The human-readable tables."""
     cfg, meta = report.config, report.meta
+    generator = meta.get("config", {}).get("generator", cfg.generator)
     v = meta["versions"]
     out = [
         "aiodicom association-cycle benchmark: TCP connect + A-ASSOCIATE + C-ECHO + A-RELEASE + close per cycle",
@@ -537,7 +565,7 @@ def format_report(report: Report) -> str:
         rows = [r for r in report.rows if r.side == side]
         if not rows:
             continue
-        out += ["", SIDE_TITLES[side], header, "-" * len(header)]
+        out += ["", side_title(side, generator), header, "-" * len(header)]
         for c in cfg.clients:
             for r in rows:
                 if r.clients != c:
@@ -555,11 +583,14 @@ def format_report(report: Report) -> str:
     out += [
         "",
         "cycles/s: cycles completed inside the measured window / window length (all clients together).",
-        "p50/p99: latency of one whole cycle (connect to close) as seen by the client, perf_counter.",
+        "p50/p99: latency of one whole cycle (connect to close) as seen by the client, monotonic clock.",
         "errors: failed cycles (warm-up included).  CPU us/cyc: user+sys CPU of the side under test per",
         "  completed cycle in the window; CPU %: the same over the window (100 = one core busy); peer CPU %:",
         "  the fixed peer's (load generator on side (a), fixed server on side (b)).  Both share the CPUs:",
         "  a peer near 100 % (one event loop) caps the rate whatever the side under test does.",
+        "side (a) load generator (--generator): 'c' = benchmarks/cycle_client.c, one epoll thread;",
+        "  'python' = benchmarks.raw_client on uvloop.  The same PDUs and the same reply checks; the C one",
+        "  takes less of the shared CPU, so rates measured with the two are not comparable.",
         "vs pynetdicom / vs DCMTK: rate / the best rate of that project's rows on the same side and",
         "  client count (pynetdicom: default or TCP_NODELAY; DCMTK: single-process or --fork storescp).",
         "ceiling: rate / the best 'ceiling' row's rate.  The ceiling rows are benchmarks/null_scp.c, a C",
@@ -606,6 +637,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=float, default=None, help="warm-up seconds per cell [1]")
     p.add_argument("--repeat", type=int, default=1, help="runs per cell; the median-rate run is shown [1]")
     p.add_argument("--side", default="scp,scu", help="scp, scu or scp,scu [both]")
+    p.add_argument(
+        "--generator",
+        choices=GENERATORS,
+        default=None,
+        help="SCP side's load generator: c (benchmarks/cycle_client.c, needs a C compiler) or python "
+        "(benchmarks.raw_client on uvloop) [c where a C compiler is found, else python]",
+    )
     p.add_argument(
         "--impl",
         default=None,
@@ -719,6 +757,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
         cfg.duration = args.duration
     if args.warmup is not None:
         cfg.warmup = args.warmup
+    if args.generator is not None:
+        if args.generator == "c" and default_generator() != "c":
+            raise SystemExit("--generator c: no C compiler (cc, gcc or $CC) to build benchmarks/cycle_client.c")
+        cfg.generator = args.generator
     if not args.quiet:
         cfg.progress = lambda s: print(s, file=sys.stderr, flush=True)
     return cfg

@@ -28,6 +28,9 @@ IMPLS = ["aiodicom-asyncio", "aiodicom-uvloop", "pynetdicom"]
 CEILING = ["ceiling-python", *(["ceiling"] if null_scp.compiler() else [])]
 SIDE_IMPLS = {"scp": [*IMPLS, "aiodicom-workers", *CEILING], "scu": IMPLS}
 CLIENTS = [1, 2]
+#: the SCP side's load generator: the C one (benchmarks/cycle_client.c) where
+#: it can be built; tests/test_raw_client.py runs the Python one through the runner
+GENERATOR = "c" if null_scp.compiler() else "python"
 
 
 def _config(side: str, json_path: Path) -> runner.Config:
@@ -39,6 +42,7 @@ def _config(side: str, json_path: Path) -> runner.Config:
         sides=[side],
         impls=set(SIDE_IMPLS[side]),
         json_path=str(json_path),
+        generator=GENERATOR,
     )
 
 
@@ -73,6 +77,11 @@ def test_benchmark_machinery(tmp_path: Path) -> None:
         data = json.loads(Path(configs[side].json_path or "").read_text())
         assert len(data["rows"]) == len(SIDE_IMPLS[side]) * len(CLIENTS)
         assert all(r["runs"] and r["runs"][0]["latencies_ms"] for r in data["rows"])
+        assert data["meta"]["config"]["generator"] == GENERATOR
+        if side == "scp":  # the results came from the chosen generator
+            expected = {"c": "c", "python": "raw"}[GENERATOR]
+            assert {run["loadgen"] for r in data["rows"] for run in r["runs"]} == {expected}
+            assert runner.side_title("scp", GENERATOR) in text
 
 
 def test_cli_parser_quick() -> None:
