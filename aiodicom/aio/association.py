@@ -289,7 +289,7 @@ class Association(asyncio.BufferedProtocol):
     def _flush(self) -> None:
         out = self.conn.take_output()
         if out and self.transport is not None and not self.transport.is_closing():
-            self.bytes_sent += sum(len(b) for b in out)
+            self.bytes_sent += len(out[0]) if len(out) == 1 else sum(map(len, out))
             self.transport.writelines(out)
 
     def _on_timer(self) -> None:

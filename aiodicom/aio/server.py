@@ -116,6 +116,7 @@ class Server:
         self.ssl = ssl
         self.associations: set[Association] = set()
         self._server: asyncio.base_events.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # set by start()
         self._idle: asyncio.Event | None = None
         self.total_associations = 0
 
@@ -164,11 +165,12 @@ class Server:
             artim_timeout=self.artim_timeout,
             dimse_timeout=self.dimse_timeout,
             network_timeout=self.network_timeout,
+            loop=self._loop,  # asyncio.get_running_loop() is a getpid() syscall per call
         )
 
     async def start(self, host: str = "127.0.0.1", port: int = 11112, *, reuse_port: bool = False) -> None:
         """Start listening; returns once the socket is bound."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             self._make_protocol,
             host,
