@@ -31,7 +31,7 @@ import time
 from typing import IO, Any
 
 from .common import emit, loadgen_parser, percentile, proc_cpu_seconds
-from .null_scp import BuildError, build_c
+from .null_scp import BuildError, build_c, write_pdus
 from .raw_client import encode_cycle
 
 __all__ = ["SOURCE", "CellError", "main", "parse_output", "prepare", "run_cell"]
@@ -49,13 +49,7 @@ def prepare(directory: str, called_ae: str = "ANY-SCP", calling_ae: str = "BENCH
     Raises :class:`benchmarks.null_scp.BuildError` without a compiler or when the build fails.
     """
     binary = build_c(SOURCE, directory, "cycle_client")
-    paths = []
-    for name, data in zip(("rq", "echo", "release"), encode_cycle(called_ae, calling_ae)):
-        path = os.path.join(directory, f"{name}.pdu")
-        with open(path, "wb") as fh:
-            fh.write(data)
-        paths.append(path)
-    return [binary, *paths]
+    return [binary, *write_pdus(directory, dict(zip(("rq", "echo", "release"), encode_cycle(called_ae, calling_ae))))]
 
 
 def command(

@@ -89,16 +89,21 @@ def build(directory: str) -> str:
     return build_c(SOURCE, directory, "null_scp")
 
 
-def prepare(directory: str, called_ae: str = "ANY-SCP", calling_ae: str = "BENCH") -> list[str]:
-    """Build the binary and write the replies into ``directory``; returns argv less port and processes."""
-    binary = build(directory)
+def write_pdus(directory: str, pdus: dict[str, bytes]) -> list[str]:
+    """Write each PDU to ``directory/NAME.pdu`` (for the C instruments to read); the paths, in order."""
     paths = []
-    for name, data in zip(("ac", "rsp", "rp"), canned_replies(called_ae, calling_ae)):
+    for name, data in pdus.items():
         path = os.path.join(directory, f"{name}.pdu")
         with open(path, "wb") as fh:
             fh.write(data)
         paths.append(path)
-    return [binary, *paths]
+    return paths
+
+
+def prepare(directory: str, called_ae: str = "ANY-SCP", calling_ae: str = "BENCH") -> list[str]:
+    """Build the binary and write the replies into ``directory``; returns argv less port and processes."""
+    binary = build(directory)
+    return [binary, *write_pdus(directory, dict(zip(("ac", "rsp", "rp"), canned_replies(called_ae, calling_ae))))]
 
 
 def command(directory: str, port: int, processes: int = 1) -> list[str]:

@@ -119,13 +119,17 @@ def test_response_checks() -> None:
 
 
 
-async def test_cycles_over_ipv6() -> None:
+def _need_ipv6_loopback() -> None:
     try:
         probe = socket.socket(socket.AF_INET6)
         probe.bind(("::1", 0))
         probe.close()
     except OSError:
         pytest.skip("no IPv6 loopback on this machine")
+
+
+async def test_cycles_over_ipv6() -> None:
+    _need_ipv6_loopback()
     server = aiodicom.Server("ANY-SCP")
     await server.start("::1", 0)
     try:
@@ -304,12 +308,7 @@ async def test_c_generator_cycles_against_aiodicom() -> None:
 
 @needs_cc
 async def test_c_generator_over_ipv6(prepared: list[str]) -> None:
-    try:
-        probe = socket.socket(socket.AF_INET6)
-        probe.bind(("::1", 0))
-        probe.close()
-    except OSError:
-        pytest.skip("no IPv6 loopback on this machine")
+    _need_ipv6_loopback()
     server = aiodicom.Server("ANY-SCP")
     await server.start("::1", 0)
     try:
