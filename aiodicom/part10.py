@@ -521,7 +521,10 @@ def _remember_meta(key: tuple[str, int, int, int, int, int], st: os.stat_result,
     if now - st.st_mtime_ns < _META_SETTLED_NS or now - st.st_ctime_ns < _META_SETTLED_NS:
         return
     if len(_meta_cache) >= _META_CACHE_MAX:
-        del _meta_cache[next(iter(_meta_cache))]  # the oldest entry
+        try:
+            del _meta_cache[next(iter(_meta_cache))]  # the oldest entry
+        except (KeyError, RuntimeError, StopIteration):  # another thread got there first
+            pass
     _meta_cache[key] = _copy_info(info)
 
 
