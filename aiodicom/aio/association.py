@@ -545,12 +545,7 @@ class Association(asyncio.BufferedProtocol):
         :class:`~aiodicom.aio.errors.AssociationAborted` when the association
         is not established.
         """
-        if self.closed.done() or not self.conn.is_established:
-            raise AssociationAborted("association is not established")
-        buffers = fragment_message(context_id, encode_command(command), None, self.peer_max_pdu)
-        if _ev.enabled:
-            _ev.message(self, "sent", context_id, command, 0)
-        self.conn.send_data(buffers)
+        self._send_with_next(context_id, command)
         self._flush()
 
     async def send(
@@ -733,11 +728,11 @@ class Association(asyncio.BufferedProtocol):
         command.has_dataset = True
         if _ev.enabled:
             _ev.message(self, "sent", context_id, command, length)
+        # The command's PDU(s) stay queued: they go out with the first data
+        # PDU's header in one send (MSG_MORE), so the peer gets the command
+        # and the data in one segment and wakes once; else the transport
+        # writes them first.
         self.conn.send_data(fragment_message(context_id, encode_command(command), None, self.peer_max_pdu))
-        # The command's PDU(s) go out with the first data PDU's header in one
-        # send (MSG_MORE), so the peer gets the command and the data in one
-        # segment and wakes once; through the transport if that is not possible.
-        lead = self.conn.take_output()
         limit = self.peer_max_pdu or UNLIMITED_PDU_CAP
         max_frag = (min(limit, 0xFFFFFFFF) - 6) & ~1  # even fragments but the last (PS3.8 E.2)
         pos = 0
@@ -753,9 +748,9 @@ class Association(asyncio.BufferedProtocol):
                 if take and sock is None:
                     sock = self._sendfile_socket()
                 if take and sock is not None and not transport.get_write_buffer_size():
+                    lead = self.conn.take_output()
                     if lead:
                         hdr = b"".join([*lead, hdr])
-                        lead = []
                     head, done = _sendfile_pdu(sock, hdr, fd, offset + pos, take)
                     self.bytes_sent += len(hdr) - len(head) + done
                     if head or done < take:
@@ -766,10 +761,6 @@ class Association(asyncio.BufferedProtocol):
                         transport.writelines([head, rest] if head else [rest])
                         await self._drain_empty()
                 else:
-                    if lead:
-                        self.bytes_sent += sum(len(b) for b in lead)
-                        transport.writelines(lead)
-                        lead = []
                     self.conn.send_data([hdr, _pread_exact(fd, take, offset + pos)])
                     self._flush()
                     await self.drain()
@@ -777,6 +768,7 @@ class Association(asyncio.BufferedProtocol):
                 if final:
                     break
         except BaseException:
+            self.conn.take_output()  # a command still queued goes nowhere without its data set
             self.abort()  # a partly sent message cannot be taken back
             raise
         finally:

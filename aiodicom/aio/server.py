@@ -11,7 +11,7 @@ from typing import Awaitable, Callable, Iterable, Mapping, Sequence
 from ..dimse import commands as C
 from ..dimse.fragments import MAX_DATASET_IN_MEMORY, DatasetSink, Message
 from ..security import NOT_AUTHORIZED, AccessPolicy, operation_name
-from ..services.echo import handle_echo
+from ..services.echo import echo_response, handle_echo
 from ..uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, VERIFICATION_SOP_CLASS
 from ..ul import pdu as P
 from ..ul.negotiation import DEFAULT_MAX_PDU, AcceptedContext, AcceptorPolicy, negotiate
@@ -257,14 +257,13 @@ class Server:
         overrides :meth:`handle_request` and must see every request should
         override this to return False.
         """
-        command = msg.command
-        cf = command.command_field
+        cf = msg.command.command_field
         if cf != C.C_ECHO_RQ or self.handlers.get(cf) is not handle_echo:
             return False
         policy = self.access_policy
         if policy is not None and not policy.allows_command(assoc.calling_ae, cf):
             return False  # refused (and logged) by handle_request
-        assoc.send_nowait(msg.context_id, C.echo_rsp(command.message_id or 0, 0x0000, command.affected_sop_class_uid))
+        assoc.send_nowait(msg.context_id, echo_response(msg))
         return True
 
     async def handle_request(self, assoc: Association, msg: Message) -> None:

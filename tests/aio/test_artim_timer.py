@@ -14,8 +14,9 @@ import asyncio
 from typing import Any, Callable
 
 from aiodicom import Server
-from aiodicom.ul import pdu as P
 from aiodicom.uids import VERIFICATION_SOP_CLASS
+from aiodicom.ul import pdu as P
+from benchmarks.inproc import _feed  # feeds bytes the way a buffered transport does
 
 ARTIM = 30.0
 
@@ -73,16 +74,6 @@ class _Transport:
 
     def abort(self) -> None:
         self.closed = True
-
-
-def _feed(assoc: Any, data: bytes) -> None:
-    view, off = memoryview(data), 0
-    while off < len(view):
-        buf = assoc.get_buffer(-1)
-        n = min(len(buf), len(view) - off)
-        buf[:n] = view[off : off + n]
-        assoc.buffer_updated(n)
-        off += n
 
 
 def _request() -> bytes:
